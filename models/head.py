@@ -1,0 +1,100 @@
+"""Detect: the anchor-based YOLO head for any set of levels (P2-P6)."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+
+from models.registry import register
+
+# YOLOv5's P3 anchors (10,13, 16,30, 33,23) in units of the level's stride; used to make
+# default anchors for ``anchors: N`` configs (autoanchor refines them from the data).
+_BASE_ANCHORS = ((1.25, 1.625), (2.0, 3.75), (4.125, 2.875))
+
+
+def default_anchors(strides: list[int], na: int = 3) -> list[list[float]]:
+    """Anchor sizes in pixels per level, proportional to the stride."""
+    base = [_BASE_ANCHORS[i % 3] for i in range(na)]
+    scale = [1.0 + i // 3 for i in range(na)]
+    return [[v * s * k for (w, h), k in zip(base, scale) for v in (w, h)] for s in strides]
+
+
+@register()
+class Detect(nn.Module):
+    """Per level a 1x1 conv to na * (5 + nc) maps.
+
+    Train mode returns the raw maps (B, na, H, W, no); eval mode returns decoded boxes
+    (B, N, no) with xywh in input pixels and sigmoid scores. ``anchors`` is kept in pixels.
+    """
+
+    def __init__(self, nc: int, anchors: list[list[float]], ch: list[int]):
+        super().__init__()
+        if len(anchors) != len(ch):
+            raise ValueError(f"Detect: {len(anchors)} anchor levels for {len(ch)} inputs")
+        self.nc = nc
+        self.no = nc + 5
+        self.nl = len(ch)
+        self.na = len(anchors[0]) // 2
+        if any(len(a) != 2 * self.na for a in anchors):
+            raise ValueError("Detect: every level needs the same number of anchors")
+        self.register_buffer("anchors", torch.tensor(anchors, dtype=torch.float32)
+                             .view(self.nl, self.na, 2))
+        self.register_buffer("stride", torch.zeros(self.nl))  # set by Model after a dry run
+        self.m = nn.ModuleList(nn.Conv2d(c, self.no * self.na, 1) for c in ch)
+        self._grids: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def init_biases(self, image_size: int = 640, cls_prior: float | None = None) -> None:
+        """Start objectness near the true positive rate (~8 objects per 640 image) and class
+        scores near 1/nc, so early training is not swamped by the easy negatives."""
+        for conv, s in zip(self.m, self.stride.tolist()):
+            b = conv.bias.detach().view(self.na, self.no)
+            b[:, 4] += math.log(8 / (image_size / s) ** 2)
+            p = cls_prior if cls_prior is not None else 0.6 / max(self.nc - 0.99, 0.01)
+            b[:, 5:] += math.log(p)
+            conv.bias.data = b.view(-1)
+
+    def _grid(self, i: int, h: int, w: int, device: torch.device, dtype: torch.dtype):
+        key = (i, h, w, device, dtype)
+        if key not in self._grids:
+            y, x = torch.meshgrid(torch.arange(h, device=device, dtype=dtype),
+                                  torch.arange(w, device=device, dtype=dtype), indexing="ij")
+            # offset -0.5 folded in: xy = (2*sig - 0.5 + cell) * stride
+            grid = (torch.stack((x, y), -1) - 0.5).view(1, 1, h, w, 2)
+            anchor = self.anchors[i].to(device, dtype).view(1, self.na, 1, 1, 2)
+            self._grids[key] = (grid, anchor)
+        return self._grids[key]
+
+    def forward(self, xs: list[torch.Tensor]):
+        raw = []
+        for i, x in enumerate(xs):
+            b, _, h, w = x.shape
+            raw.append(self.m[i](x).view(b, self.na, self.no, h, w).permute(0, 1, 3, 4, 2)
+                       .contiguous())
+        if self.training:
+            return raw
+        return self.decode(raw)
+
+    def decode(self, raw: list[torch.Tensor]) -> torch.Tensor:
+        """Raw maps -> (B, N, no): xywh in input pixels, sigmoid objectness and classes."""
+        out = []
+        for i, p in enumerate(raw):
+            b, _, h, w, _ = p.shape
+            grid, anchor = self._grid(i, h, w, p.device, p.dtype)
+            y = p.sigmoid()
+            xy = (y[..., :2] * 2 + grid) * self.stride[i]
+            wh = (y[..., 2:4] * 2) ** 2 * anchor
+            out.append(torch.cat((xy, wh, y[..., 4:]), -1).view(b, -1, self.no))
+        return torch.cat(out, 1)
+
+    def _apply(self, fn, *args, **kwargs):
+        self._grids = {}  # device/dtype moves invalidate cached grids
+        return super()._apply(fn, *args, **kwargs)
+
+    @classmethod
+    def from_yaml(cls, ch: list[int], args: list, n: int, width: float) -> tuple[nn.Module, int]:
+        nc, anchors = args[0], args[1]
+        if isinstance(anchors, int):
+            # placeholder strides; Model replaces them with real ones after its dry run
+            anchors = default_anchors([2 ** (3 + i) for i in range(len(ch))], anchors)
+        return cls(nc, anchors, ch), 0

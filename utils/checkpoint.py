@@ -1,0 +1,75 @@
+"""Checkpoints: plain dicts of tensors and builtins (no pickled classes), written atomically."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from models.yolo import Model
+
+
+class CheckpointError(RuntimeError):
+    """A weights file that is missing, unreadable or not one of ours."""
+
+
+def save_checkpoint(ckpt: dict[str, Any], path: str | Path) -> None:
+    """Write to a temporary file in the same folder, then rename: a crash mid-write never
+    leaves a truncated checkpoint behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(ckpt, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint dict with weights_only=True; clear errors for bad files."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: weights file not found")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises many types for truncated/garbage files
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {first})") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "model_yaml" not in ckpt:
+        raise CheckpointError(f"{path}: not a smalldet checkpoint (needs 'model' and 'model_yaml')")
+    return ckpt
+
+
+def model_from_checkpoint(ckpt: dict[str, Any], weights: str = "model", source: str = "") -> Model:
+    """Rebuild the Model from its saved YAML and load one of the saved state dicts."""
+    cfg = dict(ckpt["model_yaml"])
+    cfg["_lines"] = {}
+    model = Model(cfg)
+    try:
+        model.load_state_dict(ckpt[weights])
+    except (RuntimeError, KeyError) as e:
+        raise CheckpointError(f"{source}: weights do not fit the saved model config: {e}") from None
+    model.names = list(ckpt.get("names") or model.names)
+    model.cat_ids = list(ckpt.get("cat_ids") or model.cat_ids)
+    return model
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu", fuse: bool = False) -> Model:
+    """A ready-to-run model (eval mode) from a checkpoint file."""
+    ckpt = read_checkpoint(path)
+    model = model_from_checkpoint(ckpt, "model", str(path)).to(device).eval()
+    return model.fuse() if fuse else model
+
+
+def checkpoint_yaml(model: Model) -> dict[str, Any]:
+    """The model's config as saved: plain builtins only (no file/line bookkeeping)."""
+    d = {k: v for k, v in model.yaml.items() if not k.startswith("_")}
+    d["anchors"] = model.detect.anchors.flatten(1).tolist()  # autoanchor may have changed them
+    return d
