@@ -1,0 +1,157 @@
+"""Wire a training run from options: run dir, data, model, anchors, loss, loaders, validation.
+
+Kept apart from the loop (utils/trainer.py) so that each stays small and the loop knows
+nothing of files and options.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+import yaml
+
+from models.yolo import Model
+from utils.checkpoint import model_from_checkpoint, read_checkpoint
+from utils.logger import LOG
+from utils.torch_utils import unwrap
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# used when neither the flag nor the data YAML's `defaults:` block gives a value
+FALLBACK = dict(epochs=100, batch_size=16, imgsz=640)
+
+
+def repo_path(path: str) -> str:
+    """A relative path that does not exist from here is looked up from the repo root, so the
+    CLIs work from any working directory."""
+    p = Path(path)
+    return str(ROOT / p) if path and not p.exists() and (ROOT / p).exists() else path
+
+
+def load_hyp(path: str) -> dict[str, Any]:
+    """Hyperparameter YAML -> dict, with errors that name the file."""
+    p = Path(repo_path(path))
+    try:
+        hyp = yaml.safe_load(p.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"--hyp {path}: file not found") from None
+    except yaml.YAMLError as e:
+        raise ValueError(f"--hyp {path}: malformed YAML: {e}") from None
+    if not isinstance(hyp, dict) or "lr0" not in hyp:
+        raise ValueError(f"--hyp {path}: expected a mapping with at least lr0")
+    return hyp
+
+
+def _data_defaults(opt: argparse.Namespace, data: dict) -> None:
+    """Flags left unset take the data YAML's `defaults:` block, then the global fallbacks."""
+    hints = data.get("defaults") or {}
+    for k, v in FALLBACK.items():
+        if getattr(opt, k, None) is None:
+            setattr(opt, k, hints.get(k, v))
+
+
+def build_model(opt: argparse.Namespace, nc: int, names: list[str], cat_ids: list[int],
+                hyp: dict) -> Model:
+    if opt.weights:
+        ck = read_checkpoint(opt.weights)
+        src = model_from_checkpoint(ck, "model", opt.weights)
+        model = Model(repo_path(opt.cfg) if opt.cfg else ck["model_yaml"], nc=nc)
+        mine = model.state_dict()
+        fit = {k: v for k, v in src.state_dict().items() if k in mine and v.shape == mine[k].shape}
+        model.load_state_dict(fit, strict=False)
+        LOG.info(f"Transferred {len(fit)}/{len(mine)} tensors from {opt.weights}")
+    else:
+        model = Model(repo_path(opt.cfg), nc=nc)
+    if opt.assigner or hyp.get("assigner"):
+        model.yaml["assigner"] = opt.assigner or hyp["assigner"]
+    model.names, model.cat_ids = list(names), list(cat_ids)
+    if opt.freeze:
+        for i, layer in enumerate(model.model):
+            if i < opt.freeze:
+                for p in layer.parameters():
+                    p.requires_grad_(False)
+        LOG.info(f"Froze layers 0-{opt.freeze - 1}")
+    return model
+
+
+def build_run(opt: argparse.Namespace, device: torch.device, rank: int, world: int,
+              ckpt: dict | None) -> tuple[Any, Callable[[], dict]]:
+    import val as validator
+    from utils.anchors import check_anchors, dataset_box_wh
+    from utils.dataset import create_dataloader, load_data_config
+    from utils.loss import DetectionLoss
+    from utils.paths import increment_path
+    from utils.trainer import Trainer
+
+    main_proc = rank in (-1, 0)
+    data = load_data_config(repo_path(opt.data), root=opt.data_root)
+    _data_defaults(opt, data)
+    hyp = load_hyp(opt.hyp) if ckpt is None else dict(ckpt["hyp"])
+    if opt.label_smoothing is not None:
+        hyp["label_smoothing"] = opt.label_smoothing
+    hyp["imgsz"] = opt.imgsz
+    names = ["object"] if opt.single_cls else data["names"]
+    nc = len(names)
+    save_dir = Path(getattr(opt, "save_dir", "") or increment_path(Path(opt.project) / opt.name, opt.exist_ok))
+    opt.save_dir = str(save_dir)
+    if main_proc:
+        (save_dir / "weights").mkdir(parents=True, exist_ok=True)
+        (save_dir / "hyp.yaml").write_text(yaml.safe_dump(hyp, sort_keys=False))
+        (save_dir / "opt.yaml").write_text(yaml.safe_dump(vars(opt), sort_keys=False))
+        LOG.info(f"Run dir {save_dir}\nhyperparameters: " + ", ".join(f"{k}={v}" for k, v in hyp.items()))
+
+    model = build_model(opt, nc, names, data["cat_ids"], hyp).to(device)
+    gs = max(int(model.stride.max()), 32)
+    per_proc_batch = max(opt.batch_size // max(world, 1), 1)
+    train_loader, train_set = create_dataloader(
+        data["train"], opt.imgsz, per_proc_batch, gs, hyp=hyp, augment=True, rect=False,
+        cache=opt.cache, workers=opt.workers, shuffle=True, seed=opt.seed, rank=rank,
+        names=data["names"], single_cls=opt.single_cls)
+    val_loader = None
+    if main_proc:
+        val_loader, _ = create_dataloader(
+            data["val"], opt.imgsz, per_proc_batch * 2, gs, hyp=hyp, augment=False, rect=True,
+            cache=opt.cache, workers=opt.workers, shuffle=False, rank=-1, names=data["names"])
+        if not opt.noplots and ckpt is None:
+            from utils.label_plot import plot_labels
+            plot_labels(train_set, str(save_dir / "labels.png"))
+    if ckpt is None and not opt.noautoanchor:
+        wh = dataset_box_wh(train_set.shapes, train_set.boxes, opt.imgsz)
+        check_anchors(wh, model, thr=hyp.get("anchor_t", 4.0), imgsz=opt.imgsz)
+    if world > 1 and opt.sync_bn and device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    loss_fn = DetectionLoss(model, hyp)
+    if world > 1:
+        model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    def val_fn(m: nn.Module, final: bool = False) -> dict:
+        return validator.run(data=data, model=m, dataloader=val_loader, batch_size=per_proc_batch * 2,
+                             imgsz=opt.imgsz, half=device.type == "cuda", fast=True, plots=False,
+                             save_json=False, verbose=False, single_cls=opt.single_cls)
+
+    def finish() -> dict:
+        """Full COCO evaluation of best.pt, with plots, into the run dir."""
+        best = save_dir / "weights" / "best.pt"
+        weights = best if best.exists() else save_dir / "weights" / "last.pt"
+        LOG.info(f"\nValidating {weights} (full COCO evaluation)")
+        metrics = validator.run(data=data, weights=str(weights), batch_size=per_proc_batch * 2,
+                                imgsz=opt.imgsz, device=str(device) if device.type != "cuda" else str(device.index),
+                                project=str(save_dir), name="val", exist_ok=True,
+                                plots=not opt.noplots, save_json=True, verbose=True,
+                                single_cls=opt.single_cls)
+        if not opt.noplots:
+            from utils.run_plots import plot_results
+            plot_results(save_dir / "results.csv", save_dir / "results.png")
+        LOG.info(f"Results saved to {save_dir}")
+        return metrics
+
+    trainer = Trainer(model, loss_fn, train_loader, val_fn, hyp, vars(opt), save_dir, device,
+                      rank=rank, world=world, ckpt=ckpt)
+    trainer.model_unwrapped = unwrap(model)
+    return trainer, finish
+

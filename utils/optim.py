@@ -1,0 +1,76 @@
+"""Optimizer with parameter groups, LR schedules and warmup."""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+
+def build_optimizer(model: nn.Module, name: str = "SGD", lr: float = 0.01, momentum: float = 0.937,
+                    decay: float = 5e-4) -> torch.optim.Optimizer:
+    """Three groups: weights with decay, and norm weights and biases without it (decaying
+    them only pulls BN scales and offsets toward zero, it does not regularise)."""
+    decayed, no_decay_norm, biases = [], [], []
+    norms = tuple(v for k, v in nn.__dict__.items() if "Norm" in k and isinstance(v, type))
+    for module in model.modules():
+        for pname, p in module.named_parameters(recurse=False):
+            if not p.requires_grad:
+                continue
+            if pname == "bias":
+                biases.append(p)
+            elif isinstance(module, norms):
+                no_decay_norm.append(p)
+            else:
+                decayed.append(p)
+    name = name.lower()
+    if name == "sgd":
+        opt = torch.optim.SGD(biases, lr=lr, momentum=momentum, nesterov=True)
+    elif name == "adam":
+        opt = torch.optim.Adam(biases, lr=lr, betas=(momentum, 0.999))
+    elif name == "adamw":
+        opt = torch.optim.AdamW(biases, lr=lr, betas=(momentum, 0.999), weight_decay=0.0)
+    else:
+        raise ValueError(f"--optimizer {name!r}: choose SGD, Adam or AdamW")
+    opt.add_param_group({"params": decayed, "weight_decay": decay})
+    opt.add_param_group({"params": no_decay_norm, "weight_decay": 0.0})
+    return opt
+
+
+def lr_lambda(epochs: int, lrf: float, cosine: bool = False) -> Callable[[float], float]:
+    """Multiplier of lr0 at a (fractional) epoch: linear or cosine from 1 down to lrf."""
+    if cosine:
+        return lambda x: ((1 - math.cos(x * math.pi / epochs)) / 2) * (lrf - 1) + 1
+    return lambda x: (1 - x / epochs) * (1.0 - lrf) + lrf
+
+
+def warmup_iterations(hyp: dict, batches_per_epoch: int, epochs: int) -> int:
+    """Warmup length: warmup_epochs, at least warmup_iters, at most half of the run."""
+    if hyp.get("warmup_epochs", 0) <= 0:
+        return 0
+    nw = max(round(hyp["warmup_epochs"] * batches_per_epoch), int(hyp.get("warmup_iters", 100)))
+    return min(nw, batches_per_epoch * epochs // 2)
+
+
+def apply_lr(optimizer: torch.optim.Optimizer, hyp: dict, lf: Callable[[float], float], epoch: int,
+             ni: int, nw: int, nb: int, sgd: bool) -> None:
+    """Set each group's LR (and SGD momentum) for global iteration ni.
+
+    During warmup the bias group (index 0) falls from warmup_bias_lr while the others rise
+    from 0; after it, the schedule follows lf at the current fractional epoch.
+    """
+    frac_epoch = epoch + (ni % nb) / nb if nb else epoch
+    target = hyp["lr0"] * lf(frac_epoch)
+    for j, g in enumerate(optimizer.param_groups):
+        if ni < nw:
+            start = hyp.get("warmup_bias_lr", 0.0) if j == 0 else 0.0
+            g["lr"] = float(np.interp(ni, [0, nw], [start, target]))
+            if sgd and "momentum" in g:
+                g["momentum"] = float(np.interp(ni, [0, nw], [hyp.get("warmup_momentum", 0.8),
+                                                              hyp["momentum"]]))
+        else:
+            g["lr"] = target
+            if sgd and "momentum" in g:
+                g["momentum"] = hyp["momentum"]
