@@ -1,0 +1,98 @@
+"""Time assignment and DetectionLoss per batch (default: batch 16, 640 px, ~100 boxes/image).
+
+    python benchmarks/loss_speed.py [--device cpu] [--threads 1] [--p2] [--nc 80] [--runs 5]
+
+Random raw maps stand in for a model's output, so this times the loss alone.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from utils.assigners import make_anchor_points  # noqa: E402
+from utils.loss import DetectionLoss, targets_to_padded  # noqa: E402
+
+ANCHORS = {4: [5, 6, 8, 14, 15, 11], 8: [10, 13, 16, 30, 33, 23], 16: [30, 61, 62, 45, 59, 119],
+           32: [116, 90, 156, 198, 373, 326]}
+
+
+class FakeModel(nn.Module):
+    def __init__(self, nc: int, strides: list[int]):
+        super().__init__()
+        self.detect = nn.Module()
+        self.detect.nc, self.detect.nl, self.detect.na = nc, len(strides), 3
+        self.detect.anchors = torch.tensor([ANCHORS[s] for s in strides], dtype=torch.float32
+                                           ).view(len(strides), 3, 2)
+        self.detect.stride = torch.tensor(strides, dtype=torch.float32)
+        self.yaml = {}
+
+
+def make_batch(b: int, imgsz: int, boxes: int, nc: int, strides: list[int], dev: torch.device):
+    g = torch.Generator().manual_seed(0)
+    preds = [torch.randn(b, 3, imgsz // s, imgsz // s, nc + 5, generator=g).to(dev)
+             .requires_grad_(True) for s in strides]
+    m = b * boxes
+    wh = torch.exp(torch.rand(m, 2, generator=g) * 5) + 2  # 3..150 px, mostly small
+    xy = torch.rand(m, 2, generator=g) * imgsz
+    bi = torch.arange(b).repeat_interleave(boxes).float()[:, None]
+    cls = torch.randint(0, nc, (m, 1), generator=g).float()
+    return preds, torch.cat((bi, cls, xy, wh), 1).to(dev)
+
+
+def timed(fn, runs: int, dev: torch.device) -> float:
+    """Median milliseconds of ``runs`` calls after one warm-up."""
+    fn()
+    out = []
+    for _ in range(runs):
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        out.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--imgsz", type=int, default=640)
+    ap.add_argument("--boxes", type=int, default=100, help="boxes per image")
+    ap.add_argument("--nc", type=int, default=80)
+    ap.add_argument("--p2", action="store_true", help="P2-P5 head (stride 4 level)")
+    ap.add_argument("--runs", type=int, default=5)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    dev = torch.device(a.device)
+    strides = [4, 8, 16, 32] if a.p2 else [8, 16, 32]
+    model = FakeModel(a.nc, strides)
+    preds, targets = make_batch(a.batch, a.imgsz, a.boxes, a.nc, strides, dev)
+    shapes = [tuple(p.shape[2:4]) for p in preds]
+    pts = make_anchor_points(model.detect.anchors.to(dev), [float(s) for s in strides], shapes)
+    gt, _, mask = targets_to_padded(targets, a.batch)
+    print(f"device {dev}, threads {a.threads}, batch {a.batch}, imgsz {a.imgsz}, "
+          f"{a.boxes} boxes/img, nc {a.nc}, strides {strides}, anchors {pts[0].shape[0]}")
+    for name in ("iou", "atss"):
+        loss = DetectionLoss(model, {"imgsz": a.imgsz}, assigner=name)
+        with torch.no_grad():
+            fg, _ = loss.assigner(*pts[:4], gt, mask, layout=pts[4])
+        t_assign = timed(lambda f=loss: f.assigner(*pts[:4], gt, mask, layout=pts[4]), a.runs, dev)
+        t_fwd = timed(lambda f=loss: f(preds, targets), a.runs, dev)
+        t_bwd = timed(lambda f=loss: f(preds, targets)[0].backward(), a.runs, dev)
+        print(f"{name:5s} positives/img {fg.sum().item() / a.batch:7.1f}  assign {t_assign:8.1f} ms"
+              f"  loss {t_fwd:8.1f} ms  loss+backward {t_bwd:8.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
