@@ -30,9 +30,12 @@ BIG = 1e5 ** 2  # COCO's upper area bound
 AREA_RANGES: dict[str, tuple[float, float]] = {
     "all": (0.0, BIG), "small": (0.0, 32.0 ** 2), "medium": (32.0 ** 2, 96.0 ** 2), "large": (96.0 ** 2, BIG),
     "vt": (0.0, 8.0 ** 2), "t": (8.0 ** 2, 16.0 ** 2), "s16": (16.0 ** 2, 32.0 ** 2),
+    "tiny": (0.0, 16.0 ** 2),  # everything under 16x16 px: the AP_tiny that shared/bench/peer.py reports
 }
-AP_KEY = {"all": "AP", "small": "APs", "medium": "APm", "large": "APl", "vt": "AP_vt", "t": "AP_t", "s16": "AP_s16"}
-AR_KEY = {"all": "AR100", "small": "ARs", "medium": "ARm", "large": "ARl", "vt": "AR_vt", "t": "AR_t", "s16": "AR_s16"}
+AP_KEY = {"all": "AP", "small": "APs", "medium": "APm", "large": "APl", "vt": "AP_vt", "t": "AP_t", "s16": "AP_s16",
+          "tiny": "AP_tiny"}
+AR_KEY = {"all": "AR100", "small": "ARs", "medium": "ARm", "large": "ARl", "vt": "AR_vt", "t": "AR_t", "s16": "AR_s16",
+          "tiny": "AR_tiny"}
 
 
 def _mean_valid(a: np.ndarray) -> float:

@@ -27,7 +27,8 @@ def print_results(res: dict[str, Any], names: Sequence[str], shape: tuple | None
     src = "in-memory COCO-style (fast)" if fast else "pycocotools"
     figs = ", ".join(f"{k} {res[k]:.3f}" for k in ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100") if k in res)
     lines.append(f"{src}: {figs}")
-    tiny = [(k, lab) for k, lab in (("AP_vt", "<8px"), ("AP_t", "8-16px"), ("AP_s16", "16-32px")) if k in res]
+    tiny = [(k, lab) for k, lab in (("AP_vt", "<8px"), ("AP_t", "8-16px"), ("AP_s16", "16-32px"),
+                                                    ("AP_tiny", "<16px")) if k in res]
     if tiny:
         lines.append("tiny buckets (AI-TOD): " + ", ".join(f"{k} ({lab}) {res[k]:.3f}" for k, lab in tiny))
     if "AP_fast" in res:
