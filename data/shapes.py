@@ -158,6 +158,7 @@ def ensure(out: str | Path, seed: int = 0) -> Path:
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the renamed set should read like any other folder
     try:
         generate(tmp, seed)
         if out.exists() and not (marker.is_file() and marker.read_text().split()[:2] == [str(VERSION), str(seed)]):

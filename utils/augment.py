@@ -84,18 +84,56 @@ def affine_matrix(in_shape: tuple[int, int], out_shape: tuple[int, int], rng: np
     return T @ S @ R @ P @ C, gain
 
 
-def transform_boxes(xyxy: np.ndarray, M: np.ndarray) -> np.ndarray:
-    """Axis-aligned boxes enclosing the transformed corners of each box (n, 4)."""
+def _clip_polygon(pts: list[tuple[float, float]], w: float, h: float) -> list[tuple[float, float]]:
+    """The part of a convex polygon inside [0, w] x [0, h] (Sutherland-Hodgman, one frame edge at a time)."""
+    for axis, bound, below in ((0, 0.0, False), (0, w, True), (1, 0.0, False), (1, h, True)):
+        out: list[tuple[float, float]] = []
+        for k in range(len(pts)):
+            p, q = pts[k - 1], pts[k]
+            p_in = p[axis] <= bound if below else p[axis] >= bound
+            q_in = q[axis] <= bound if below else q[axis] >= bound
+            if p_in != q_in:  # the edge crosses the frame line: keep the crossing point
+                t = (bound - p[axis]) / (q[axis] - p[axis])
+                out.append((p[0] + t * (q[0] - p[0]), p[1] + t * (q[1] - p[1])))
+            if q_in:
+                out.append(q)
+        pts = out
+        if not pts:
+            break
+    return pts
+
+
+def transform_boxes(xyxy: np.ndarray, M: np.ndarray, clip: tuple[float, float] | None = None) -> np.ndarray:
+    """Axis-aligned boxes enclosing the transformed corners of each box (n, 4). clip=(w, h) clips
+    to that frame; under rotation, shear or perspective a box's corners make a tilted
+    quadrilateral, and the part of it inside the frame can span much less than the clipped
+    enclosing box, so those quadrilaterals are clipped before their extent is taken."""
     n = len(xyxy)
     if n == 0:
         return np.zeros((0, 4), np.float32)
     pts = np.ones((n * 4, 3))
-    pts[:, :2] = xyxy[:, [0, 1, 2, 3, 0, 3, 2, 1]].reshape(n * 4, 2)  # 4 corners per box
+    pts[:, :2] = xyxy[:, [0, 1, 2, 1, 2, 3, 0, 3]].reshape(n * 4, 2)  # corners in order around each box
     pts = pts @ M.T
     xy = pts[:, :2] / pts[:, 2:3] if (M[2, :2] != 0).any() else pts[:, :2]
     xy = xy.reshape(n, 8)
     xs, ys = xy[:, 0::2], xy[:, 1::2]
-    return np.stack((xs.min(1), ys.min(1), xs.max(1), ys.max(1)), 1).astype(np.float32)
+    out = np.stack((xs.min(1), ys.min(1), xs.max(1), ys.max(1)), 1)
+    if clip is None:
+        return out.astype(np.float32)
+    w, h = clip
+    tilted = M[0, 1] != 0 or M[1, 0] != 0 or (M[2, :2] != 0).any()
+    if tilted:
+        cut = np.nonzero((out[:, 0] < 0) | (out[:, 1] < 0) | (out[:, 2] > w) | (out[:, 3] > h))[0]
+        for i in cut:  # only boxes crossing the frame edge: few per image
+            poly = _clip_polygon(list(zip(xs[i].tolist(), ys[i].tolist())), w, h)
+            if poly:
+                px, py = zip(*poly)
+                out[i] = (min(px), min(py), max(px), max(py))
+            else:  # the enclosing box touches the frame, the quadrilateral does not
+                out[i] = 0.0
+    out[:, [0, 2]] = out[:, [0, 2]].clip(0, w)
+    out[:, [1, 3]] = out[:, [1, 3]].clip(0, h)
+    return out.astype(np.float32)
 
 
 def random_affine(img: np.ndarray, boxes: np.ndarray, rng: np.random.Generator, out_shape: int | tuple | None = None,
@@ -116,9 +154,7 @@ def random_affine(img: np.ndarray, boxes: np.ndarray, rng: np.random.Generator, 
         img = cv2.warpAffine(img, M[:2], (ow, oh), borderValue=(PAD_VALUE,) * 3)
     if len(boxes) == 0:
         return img, boxes.reshape(0, 5).astype(np.float32), (0, 0)
-    new = transform_boxes(boxes[:, 1:5], M)
-    new[:, [0, 2]] = new[:, [0, 2]].clip(0, ow)
-    new[:, [1, 3]] = new[:, [1, 3]].clip(0, oh)
+    new = transform_boxes(boxes[:, 1:5], M, clip=(ow, oh))
     keep, small, cut = classify_kept(new, boxes[:, 3:5] - boxes[:, 1:3], gain, min_box_px, area_thr)
     out = np.concatenate((boxes[keep, :1], new[keep]), 1).astype(np.float32)
     return img, out, (small, cut)
