@@ -30,8 +30,8 @@ from utils.postprocess import non_max_suppression, scale_boxes, to_coco_results,
 from utils.val_report import print_results, save_plots, write_txt  # noqa: E402
 
 TASKS = ("val", "test", "speed")
-FIGURES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AP_vt", "AP_t", "AP_s16",
-           "AR1", "AR10", "AR100", "ARs", "ARm", "ARl", "AR_vt", "AR_t", "AR_s16")
+FIGURES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AP_vt", "AP_t", "AP_s16", "AP_tiny",
+           "AR1", "AR10", "AR100", "ARs", "ARm", "ARl", "AR_vt", "AR_t", "AR_s16", "AR_tiny")
 FAST_AREAS = ("all", "small")  # per-epoch path: each extra range costs one more matching pass
 
 
