@@ -111,10 +111,14 @@ def test_image_that_fails_to_decode_later(tmp_path, caplog):
     with pytest.raises(OSError, match=r"instances.json: image id 2: .*half.png"):
         ev[1]
     tr = CocoDataset(str(js), str(img_dir), imgsz=64, augment=True, hyp={"mosaic": 0.0}, verbose=False)
-    with caplog.at_level(logging.WARNING, logger="smalldet"):
+    log = logging.getLogger("smalldet")
+    log.addHandler(caplog.handler)  # utils/logger.py turns off propagation to root once it is imported
+    try:
         for _ in range(3):
             img, labels, path, _ = tr[1]
             assert Path(path).name == "ok.png" and len(labels) == 1
+    finally:
+        log.removeHandler(caplog.handler)
     assert tr.box_stats()["unreadable_images"] == 3
     assert sum("half.png" in r.message for r in caplog.records) == 1  # warned once, counted every time
 
