@@ -85,7 +85,7 @@ def bench_metrics(per_image: int) -> None:
         t_fast = time.perf_counter() - t0
         diffs = ", ".join(f"{k} {fast[k] - ref[k]:+.2e}" for k in ("AP", "AP50", "APs") if k in fast)
         print(f"  fast path areas={'+'.join(areas):<28} {t_fast:6.2f} s   AP diff vs COCO: {diffs}")
-    print(f"  pycocotools COCOeval (7 area ranges)       {t_coco:6.2f} s   AP {ref['AP']:.4f} AP50 {ref['AP50']:.4f} "
+    print(f"  pycocotools COCOeval (8 area ranges)       {t_coco:6.2f} s   AP {ref['AP']:.4f} AP50 {ref['AP50']:.4f} "
           f"APs {ref['APs']:.4f} AP_vt {ref['AP_vt']:.4f} AP_t {ref['AP_t']:.4f} AP_s16 {ref['AP_s16']:.4f}")
 
 
