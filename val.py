@@ -63,13 +63,14 @@ def _check_classes(model_nc: int, model_names: list, names: list, single_cls: bo
 
 def _read_orig(dataset: Any, path: str, meta: dict) -> Any:
     """The original image behind a batch item, for sliced evaluation (decoded as the dataset does)."""
-    import cv2
+    from utils.dataset import read_image
     p = Path(path)
     if not p.is_file() and getattr(dataset, "img_dir", None):
         p = Path(dataset.img_dir) / p
-    img = cv2.imread(str(p), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
-    if img is None:
-        raise ValueError(f"{p}: image id {meta.get('image_id')} could not be read for --slice evaluation")
+    try:  # special=True: grey, RGBA and 16-bit files convert exactly as in training
+        img = read_image(str(p), special=True)
+    except OSError:
+        raise ValueError(f"{p}: image id {meta.get('image_id')} could not be read for --slice evaluation") from None
     if tuple(img.shape[:2]) != tuple(int(v) for v in meta["orig_shape"]):
         raise ValueError(f"{p}: decoded as {img.shape[1]}x{img.shape[0]} but the dataset says "
                          f"{meta['orig_shape'][1]}x{meta['orig_shape'][0]} (image id {meta.get('image_id')})")
