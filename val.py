@@ -63,7 +63,7 @@ def _check_classes(model_nc: int, model_names: list, names: list, single_cls: bo
 
 def _read_orig(dataset: Any, path: str, meta: dict) -> Any:
     """The original image behind a batch item, for sliced evaluation (decoded as the dataset does)."""
-    from utils.dataset import read_image
+    from utils.image_io import read_image
     p = Path(path)
     if not p.is_file() and getattr(dataset, "img_dir", None):
         p = Path(dataset.img_dir) / p

@@ -16,6 +16,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
+from utils.image_io import read_image
 from utils.logger import LOG
 
 IMG_EXTS = (".bmp", ".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".pfm", ".ppm", ".pgm", ".jp2")
@@ -157,8 +158,9 @@ class SourceReader:
             if is_video(f):
                 yield from self._frames(f, "video")
                 continue
-            img = cv2.imread(f, cv2.IMREAD_COLOR)
-            if img is None:
+            try:  # special=True: grey, RGBA and 16-bit files convert exactly as in training
+                img = read_image(f, special=True)
+            except OSError:
                 LOG.warning(f"WARNING {f}: image could not be read (corrupt or unsupported), skipped")
                 self.skipped.append(f)
                 continue
