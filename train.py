@@ -31,7 +31,7 @@ DEFAULTS: dict[str, Any] = dict(
     name="exp", exist_ok=False, resume=False, patience=100, cache=False, optimizer="SGD",
     cos_lr=False, label_smoothing=None, freeze=0, single_cls=False, multi_scale=False, seed=0,
     save_period=-1, sync_bn=False, assigner=None, noautoanchor=False, noplots=False,
-    no_amp=False, data_root=None,
+    no_amp=False, data_root=None, noval=False, hyp_set=None,
 )
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -65,6 +65,9 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     a("--noplots", action="store_true")
     a("--no-amp", action="store_true", help="disable mixed precision on CUDA")
     a("--data-root", default=None, help="folder holding the data sets (overrides the data YAML)")
+    a("--noval", action="store_true", help="validate only after the last epoch (best.pt = last.pt)")
+    a("--hyp-set", nargs="+", default=None, metavar="KEY=VALUE",
+      help="override hyperparameters of --hyp, e.g. --hyp-set tile=0 nwd=1.0")
     return p.parse_args(argv)
 
 

@@ -149,3 +149,27 @@ def test_ddp_two_processes_gloo(tiny_coco, tmp_path):
     assert _epochs_in_csv(run_dir) == [0, 1]  # rank 0 alone logs: one row per epoch
     assert not (tmp_path / "r2").exists()  # and only rank 0 made a run dir
     assert read_checkpoint(run_dir / "weights" / "last.pt")["epoch"] == 1
+
+
+def test_noval_scores_only_the_last_epoch_and_hyp_set_overrides(tiny_coco, tmp_path):
+    res = train.run(data=str(tiny_coco), epochs=2, project=str(tmp_path), name="nv", noval=True, noplots=True,
+                    hyp_set=["fliplr=0.0", "nwd=0.25"], **COMMON)
+    run_dir = Path(res["save_dir"])
+    with open(run_dir / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["metrics/AP"] for r in rows][0] == "nan"  # epoch 0 not validated ...
+    assert 0.0 <= float(rows[1]["metrics/AP"]) <= 1.0  # ... the last one is
+    assert (run_dir / "weights" / "best.pt").is_file()
+    hyp = read_checkpoint(run_dir / "weights" / "last.pt")["hyp"]
+    assert hyp["fliplr"] == 0.0 and hyp["nwd"] == 0.25
+
+
+def test_hyp_set_rejects_unknown_keys_and_bad_items():
+    from utils.engine_setup import parse_hyp_set
+
+    hyp = {"tile": 0.5, "nwd": 0.0}
+    assert parse_hyp_set(["tile=1", "nwd=0.5"], hyp, "h.yaml") == {"tile": 1, "nwd": 0.5}
+    with pytest.raises(ValueError, match="h.yaml has no hyperparameter 'tiles'"):
+        parse_hyp_set(["tiles=1"], hyp, "h.yaml")
+    with pytest.raises(ValueError, match="expected KEY=VALUE"):
+        parse_hyp_set(["tile"], hyp, "h.yaml")

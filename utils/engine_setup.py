@@ -46,6 +46,21 @@ def load_hyp(path: str) -> dict[str, Any]:
     return hyp
 
 
+def parse_hyp_set(items: list[str], hyp: dict[str, Any], source: str) -> dict[str, Any]:
+    """['tile=0', 'nwd=1.0'] -> {'tile': 0, 'nwd': 1.0}; keys must exist in the hyp file (typos fail
+    loudly instead of training with a setting nobody reads)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--hyp-set {item!r}: expected KEY=VALUE")
+        if key not in hyp:
+            raise ValueError(f"--hyp-set {item!r}: {source} has no hyperparameter {key!r} "
+                             f"(known: {', '.join(sorted(hyp))})")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
 def _data_defaults(opt: argparse.Namespace, data: dict) -> None:
     """Flags left unset take the data YAML's `defaults:` block, then the global fallbacks."""
     hints = data.get("defaults") or {}
@@ -91,6 +106,8 @@ def build_run(opt: argparse.Namespace, device: torch.device, rank: int, world: i
     data = load_data_config(repo_path(opt.data), root=opt.data_root)
     _data_defaults(opt, data)
     hyp = load_hyp(opt.hyp) if ckpt is None else dict(ckpt["hyp"])
+    if ckpt is None and getattr(opt, "hyp_set", None):
+        hyp.update(parse_hyp_set(opt.hyp_set, hyp, opt.hyp))
     if opt.label_smoothing is not None:
         hyp["label_smoothing"] = opt.label_smoothing
     hyp["imgsz"] = opt.imgsz

@@ -177,19 +177,23 @@ class Trainer:
             if self.main:
                 self.ema.update_attr(self.model)
                 final = epoch + 1 == self.epochs
-                metrics = self.val_fn(self.ema.ema, final=final)
-                fitness = metrics["fitness"]
+                if self.opt.get("noval") and not final:  # --noval: only the last epoch is scored
+                    metrics, fitness = {}, None
+                else:
+                    metrics = self.val_fn(self.ema.ema, final=final)
+                    fitness = metrics["fitness"]
                 lrs = [g["lr"] for g in self.optimizer.param_groups]
+                # every key on every row (NaN where not scored) so results.csv keeps its columns
                 row = {"train/box_loss": mloss[0].item(), "train/obj_loss": mloss[1].item(),
                        "train/cls_loss": mloss[2].item(),
-                       **{f"metrics/{k}": float(metrics[k]) for k in
-                          ("precision", "recall", "AP50", "AP", "APs") if k in metrics},
+                       **{f"metrics/{k}": float(metrics.get(k, math.nan)) for k in
+                          ("precision", "recall", "AP50", "AP", "APs")},
                        **{f"x/lr{j}": lr for j, lr in enumerate(lrs)}}
                 self.logger.log_epoch(epoch, row)
-                if fitness >= self.best_fitness:
+                if fitness is not None and fitness >= self.best_fitness:
                     self.best_fitness, best_epoch = fitness, epoch
                 self.save(epoch, fitness)
-                if epoch - best_epoch >= patience:
+                if fitness is not None and epoch - best_epoch >= patience:
                     LOG.info(f"Early stop: no improvement for {patience} epochs (best {best_epoch}).")
                     stop = True
             if self.world > 1:

@@ -1,0 +1,135 @@
+"""Ablation: train each configuration from scratch at one fixed budget and tabulate what it bought.
+
+    python benchmarks/ablation.py                                   # deeppcb, 3 epochs at 320, all rows
+    python benchmarks/ablation.py --rows base p2 p2-atss-so --epochs 20
+    python benchmarks/ablation.py --readme                          # (re)write the README table from --out
+
+Rows change one thing at a time against the YOLOv5n baseline (conv stem, PAN, P3-P5 head, IoU
+assigner, default hyps), then stack what helps. Each finished row is saved in --out (JSON) at once,
+so an interrupted ablation picks up where it stopped. Columns: COCO AP, AP50, APs (< 32 px) and
+AP_tiny (< 16 px) of the final weights on the val split, params, GFLOPs at --imgsz, steady-state
+train images/s and batch-1 latency (benchmarks/speed.py's method), all on this machine.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+# name: (what changes, model YAML, assigner, hyp file, hyp overrides)
+ROWS: dict[str, tuple[str, str, str, str, list[str]]] = {
+    "base": ("YOLOv5n: conv stem, PAN, P3-P5, IoU", "yolov5n.yaml", "iou", "default", []),
+    "focus": ("Focus stem", "yolov5n-focus.yaml", "iou", "default", []),
+    "spd": ("SPD-Conv stem and downsampling", "yolov5n-spd.yaml", "iou", "default", []),
+    "asff": ("ASFF neck", "yolov5n-asff.yaml", "iou", "default", []),
+    "p2": ("P2-P5 head", "yolov5n-p2.yaml", "iou", "default", []),
+    "atss": ("ATSS assigner", "yolov5n.yaml", "atss", "default", []),
+    "p2-atss": ("P2-P5 head + ATSS", "yolov5n-p2.yaml", "atss", "default", []),
+    "p2-atss-so": ("P2-P5 + ATSS + small-objects hyps", "yolov5n-p2.yaml", "atss", "small-objects", ["tile=0"]),
+}
+MARK = "<!-- ablation table: benchmarks/ablation.py --readme -->"
+
+
+def run_row(name: str, opt: argparse.Namespace) -> dict:
+    import train
+    from benchmarks.speed import our_latency, our_train_speed
+    from models.yolo import Model
+    from utils.dataset import load_data_config
+
+    what, cfg, assigner, hyp, hyp_set = ROWS[name]
+    hyp_path = f"configs/hyps/{hyp}.yaml"
+    res = train.run(data=opt.data, cfg=cfg, assigner=assigner, hyp=hyp_path, hyp_set=hyp_set or None,
+                    epochs=opt.epochs, imgsz=opt.imgsz, batch_size=opt.batch, noval=True, noplots=True,
+                    workers=opt.workers, project=opt.project, name=name, exist_ok=True, seed=opt.seed)
+    m = res["metrics"]
+    data = load_data_config(str(ROOT / opt.data))
+    info = Model(cfg, nc=len(data["names"])).info(opt.imgsz)
+    torch.set_num_threads(opt.threads)
+    val_dir = Path(data["val"]["images"])
+    images = sorted(p for p in val_dir.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[:21]
+    row = {"row": name, "what": what, "cfg": cfg, "assigner": assigner, "hyp": hyp_path, "hyp_set": hyp_set,
+           **{k: round(float(m[k]), 4) for k in ("AP", "AP50", "APs", "AP_tiny")},
+           "params_M": round(info["params"] / 1e6, 3), "gflops": round(info["gflops"], 2),
+           "train_img_per_s": round(our_train_speed(opt.data, cfg, opt.imgsz, opt.batch, opt.speed_batches, 2,
+                                                    opt.workers), 2),
+           "latency_ms": round(our_latency(cfg, len(data["names"]), images, opt.imgsz), 1)}
+    torch.set_num_threads(opt.threads)
+    return row
+
+
+def table(results: dict) -> str:
+    b = results["budget"]
+    lines = [MARK, "",
+             f"Budget: {b['data']}, {b['epochs']} epochs at {b['imgsz']} px, batch {b['batch']}, seed {b['seed']}, "
+             f"{b['threads']} CPU threads; speed columns: train at {b['imgsz']} px batch {b['batch']}, latency "
+             f"batch 1 at {b['imgsz']} px (file to boxes, fused, channels-last).", "",
+             "| row | change | AP | AP50 | APs | AP_tiny | params (M) | GFLOPs | train img/s | latency ms |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in (results["rows"][n] for n in dict.fromkeys([*ROWS, *results["rows"]]) if n in results["rows"]):
+        lines.append(f"| {r['row']} | {r['what']} | {r['AP']:.3f} | {r['AP50']:.3f} | {r['APs']:.3f} | "
+                     f"{r['AP_tiny']:.3f} | {r['params_M']:.2f} | {r['gflops']:.1f} | {r['train_img_per_s']:.1f} | "
+                     f"{r['latency_ms']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_readme(results: dict, readme: Path = ROOT / "README.md") -> None:
+    """Replace the block that starts at MARK and runs to the next blank line after the table."""
+    text = readme.read_text()
+    if MARK not in text:
+        raise SystemExit(f"{readme}: no line {MARK!r} to put the table at")
+    head, rest = text.split(MARK, 1)
+    lines = rest.split("\n")
+    k = 0
+    while k < len(lines) and not lines[k].startswith("|"):  # skip the budget paragraph
+        k += 1
+    while k < len(lines) and lines[k].startswith("|"):
+        k += 1
+    readme.write_text(head + table(results) + "\n".join(lines[k:]))
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default="data/deeppcb.yaml")
+    ap.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--imgsz", type=int, default=320)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--speed-batches", type=int, default=10)
+    ap.add_argument("--project", default=str(Path(tempfile.gettempdir()) / "ablation"))
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "ablation-deeppcb.json")
+    ap.add_argument("--redo", action="store_true", help="retrain rows already in --out")
+    ap.add_argument("--readme", action="store_true", help="only write the README table from --out")
+    opt = ap.parse_args(argv)
+    torch.set_num_threads(opt.threads)
+    budget = {k: getattr(opt, k) for k in ("data", "epochs", "imgsz", "batch", "seed", "threads")}
+    results = json.loads(opt.out.read_text()) if opt.out.exists() else {"budget": budget, "rows": {}}
+    if not opt.readme:
+        if results["budget"] != budget:
+            raise SystemExit(f"{opt.out} holds rows of another budget {results['budget']}; pass another --out")
+        for name in opt.rows:
+            if name in results["rows"] and not opt.redo:
+                print(f"{name}: already in {opt.out}, skipped (--redo to retrain)")
+                continue
+            results["rows"][name] = run_row(name, opt)
+            opt.out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = opt.out.with_suffix(".tmp")
+            tmp.write_text(json.dumps(results, indent=1))
+            tmp.replace(opt.out)
+            print(json.dumps(results["rows"][name]), flush=True)
+    print(table(results))
+    if opt.readme:
+        write_readme(results)
+
+
+if __name__ == "__main__":
+    main()

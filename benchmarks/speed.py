@@ -1,0 +1,150 @@
+"""Training throughput and batch-1 latency on this CPU, ours beside the Ultralytics package's.
+
+    python benchmarks/speed.py                                # deeppcb, yolov5n, 640, batch 8, 2 threads
+    python benchmarks/speed.py --peer-python /tmp/peer-venv/bin/python --threads 2
+
+Ours, in this process:
+  train img/s  steady-state optimizer steps (forward, loss, backward, clip, SGD, EMA) on mosaic
+               batches from the real loader; the median over --batches batches after --warmup
+  latency      ms per image, batch 1: read the file, letterbox, forward, NMS at conf 0.001 / IoU 0.6
+               (the settings peer.py predicts with), fused model, channels-last, inference mode
+
+The peer, when --peer-python exists (bash ../shared/bench/setup_peer.sh makes it): peer.py trains
+--peer-epochs epochs on the first --peer-images train images (its steady-state figure skips epoch 1)
+and times batch-1 predict() on val images. Both sides get the same torch thread count. Numbers are
+printed (and written to --out as JSON), never asserted: shared machines are noisy, so compare
+figures taken in one run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+PEER = ROOT.parent / "shared" / "bench" / "peer.py"
+
+
+def our_train_speed(data: str, cfg: str, imgsz: int, batch: int, batches: int, warmup: int,
+                    workers: int) -> float:
+    """Images/s of the training step as train.py runs it, median over timed batches."""
+    import train
+    from utils.engine_setup import build_run
+    from utils.optim import apply_lr
+
+    opt = argparse.Namespace(**{**train.DEFAULTS, "data": data, "cfg": cfg, "imgsz": imgsz, "batch_size": batch,
+                                "epochs": 1, "workers": workers, "noplots": True, "noautoanchor": True,
+                                "project": tempfile.mkdtemp(prefix="speed-"), "name": "train"})
+    trainer, _ = build_run(opt, torch.device("cpu"), -1, 1, None)
+    trainer.model.train()
+    times: list[float] = []
+    it = iter(trainer.train_loader)
+    for i in range(warmup + batches):
+        try:
+            imgs, targets, _, _ = next(it)
+        except StopIteration:
+            it = iter(trainer.train_loader)
+            imgs, targets, _, _ = next(it)
+        t0 = time.perf_counter()
+        apply_lr(trainer.optimizer, trainer.hyp, trainer.lf, 0, i, trainer.nw, trainer.nb, trainer.sgd)
+        loss, _ = trainer.loss_fn(trainer.model(imgs.float() / 255), targets)
+        loss.backward()
+        trainer._step()
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    # time to fetch a batch is left out above: with workers > 0 the loader runs alongside the step
+    return batch / statistics.median(times)
+
+
+def our_latency(cfg: str, nc: int, images: list[Path], imgsz: int) -> float:
+    """Median ms per image, batch 1, file to boxes."""
+    from models.yolo import Model
+    from utils.inference import predict_image
+
+    torch.manual_seed(0)
+    model = Model(cfg, nc=nc).fuse().eval().to(memory_format=torch.channels_last)
+    lat = []
+    with torch.inference_mode():
+        for k, path in enumerate(images):
+            t0 = time.perf_counter()
+            img = cv2.imread(str(path))
+            predict_image(model, img, imgsz, conf_thres=0.001, iou_thres=0.6, max_det=300)
+            if k:  # the first call pays one-off set-up
+                lat.append(1e3 * (time.perf_counter() - t0))
+    return statistics.median(lat)
+
+
+def peer_speed(python: str, coco: Path, imgsz: int, batch: int, threads: int, epochs: int, images: int,
+               latency_images: int) -> dict:
+    out = Path(tempfile.mkdtemp(prefix="peer-speed-")) / "peer.json"
+    cmd = [python, str(PEER), "--coco", str(coco), "--model", "yolov5nu.yaml", "--epochs", str(epochs),
+           "--imgsz", str(imgsz), "--batch", str(batch), "--threads", str(threads), "--max-train", str(images),
+           "--latency-images", str(latency_images), "--workdir", str(out.parent), "--out", str(out)]
+    print("peer:", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return json.loads(out.read_text())
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default="data/deeppcb.yaml")
+    ap.add_argument("--cfg", default="yolov5n.yaml")
+    ap.add_argument("--imgsz", type=int, default=640)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads on both sides")
+    ap.add_argument("--workers", type=int, default=2, help="our loader workers (the peer uses 0 on CPU)")
+    ap.add_argument("--batches", type=int, default=20, help="timed training batches (ours)")
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--latency-images", type=int, default=20)
+    ap.add_argument("--peer-python", default="/tmp/peer-venv/bin/python")
+    ap.add_argument("--peer-epochs", type=int, default=2)
+    ap.add_argument("--peer-images", type=int, default=96, help="train images per peer epoch")
+    ap.add_argument("--out", type=Path, default=None, help="also write the figures as JSON")
+    opt = ap.parse_args(argv)
+    torch.set_num_threads(opt.threads)
+
+    from utils.dataset import load_data_config
+    data = load_data_config(str(ROOT / opt.data) if not Path(opt.data).exists() else opt.data)
+    val_dir = Path(data["val"]["images"])
+    val_images = sorted(p for p in val_dir.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    val_images = val_images[:opt.latency_images + 1]
+    coco_root = val_dir.parent.parent
+
+    print(f"torch {torch.__version__}, {opt.threads} threads, {opt.cfg} on {opt.data}, imgsz {opt.imgsz}, "
+          f"batch {opt.batch}", flush=True)
+    ours = {"train_img_per_s": our_train_speed(opt.data, opt.cfg, opt.imgsz, opt.batch, opt.batches, opt.warmup,
+                                               opt.workers)}
+    torch.set_num_threads(opt.threads)  # select_device and loaders may have changed it
+    ours["latency_ms_median"] = our_latency(opt.cfg, len(data["names"]), val_images, opt.imgsz)
+    rows = {"ours": ours}
+    if Path(opt.peer_python).exists() and PEER.exists():
+        rows["peer"] = peer_speed(opt.peer_python, coco_root, opt.imgsz, opt.batch, opt.threads, opt.peer_epochs,
+                                  opt.peer_images, opt.latency_images)
+    else:
+        print(f"(no peer venv at {opt.peer_python}: bash ../shared/bench/setup_peer.sh {opt.peer_python})")
+    print(f"\n{'':<10}{'train img/s':>14}{'latency ms':>14}")
+    for name, r in rows.items():
+        print(f"{name:<10}{r['train_img_per_s']:>14.2f}{r['latency_ms_median']:>14.1f}")
+    if "peer" in rows:
+        p = rows["peer"]
+        rows["ratio"] = {"train": ours["train_img_per_s"] / p["train_img_per_s"],
+                         "latency": ours["latency_ms_median"] / p["latency_ms_median"]}
+        print(f"{'ratio':<10}{rows['ratio']['train']:>13.2f}x{rows['ratio']['latency']:>13.2f}x"
+              "   (train: ours/peer, want >= 1.3; latency: ours/peer, want <= 0.7)")
+    if opt.out:
+        opt.out.write_text(json.dumps(rows, indent=1))
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,29 @@
+"""benchmarks/ablation.py: the README table it writes (training itself is what test_train covers)."""
+from __future__ import annotations
+
+from benchmarks.ablation import MARK, ROWS, table, write_readme
+
+ROW = dict(AP=0.1234, AP50=0.3, APs=0.05, AP_tiny=0.01, params_M=1.77, gflops=1.05, train_img_per_s=20.5,
+           latency_ms=12.3)
+RESULTS = {"budget": dict(data="data/deeppcb.yaml", epochs=3, imgsz=320, batch=16, seed=0, threads=2),
+           "rows": {"p2": {"row": "p2", "what": ROWS["p2"][0], **ROW},
+                    "base": {"row": "base", "what": ROWS["base"][0], **ROW, "AP": 0.2}}}
+
+
+def test_table_lists_rows_in_grid_order_with_budget():
+    t = table(RESULTS)
+    lines = [ln for ln in t.splitlines() if ln.startswith("| base") or ln.startswith("| p2")]
+    assert lines[0].startswith("| base") and "| 0.200 |" in lines[0]
+    assert lines[1].startswith("| p2") and "| 0.123 |" in lines[1]
+    assert "3 epochs at 320 px, batch 16" in t
+
+
+def test_write_readme_replaces_only_the_old_table(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\n\n{MARK}\n\nold budget\n\n| a |\n|---|\n| old |\n\nAfter the table.\n")
+    write_readme(RESULTS, readme)
+    text = readme.read_text()
+    assert "old" not in text and text.count(MARK) == 1
+    assert text.startswith("# Title\n") and text.rstrip().endswith("After the table.")
+    write_readme(RESULTS, readme)  # idempotent
+    assert readme.read_text() == text
