@@ -45,6 +45,7 @@ def run_row(name: str, opt: argparse.Namespace) -> dict:
 
     what, cfg, assigner, hyp, hyp_set = ROWS[name]
     hyp_path = f"configs/hyps/{hyp}.yaml"
+    hyp_set = [*hyp_set, *opt.hyp_set]
     res = train.run(data=opt.data, cfg=cfg, assigner=assigner, hyp=hyp_path, hyp_set=hyp_set or None,
                     epochs=opt.epochs, imgsz=opt.imgsz, batch_size=opt.batch, noval=True, noplots=True,
                     workers=opt.workers, project=opt.project, name=name, exist_ok=True, seed=opt.seed)
@@ -68,7 +69,7 @@ def table(results: dict) -> str:
     b = results["budget"]
     lines = [MARK, "",
              f"Budget: {b['data']}, {b['epochs']} epochs at {b['imgsz']} px, batch {b['batch']}, seed {b['seed']}, "
-             f"{b['threads']} CPU threads; speed columns: train at {b['imgsz']} px batch {b['batch']}, latency "
+             f"{b['threads']} CPU threads, hyp overrides {' '.join(b.get('hyp_set') or []) or 'none'}; speed columns: train at {b['imgsz']} px batch {b['batch']}, latency "
              f"batch 1 at {b['imgsz']} px (file to boxes, fused, channels-last).", "",
              "| row | change | AP | AP50 | APs | AP_tiny | params (M) | GFLOPs | train img/s | latency ms |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -102,6 +103,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--imgsz", type=int, default=320)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--hyp-set", nargs="+", default=["warmup_epochs=1"], metavar="KEY=VALUE",
+                    help="overrides for every row (default: a 1-epoch warmup, as the default budget is short)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--speed-batches", type=int, default=10)
@@ -111,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--readme", action="store_true", help="only write the README table from --out")
     opt = ap.parse_args(argv)
     torch.set_num_threads(opt.threads)
-    budget = {k: getattr(opt, k) for k in ("data", "epochs", "imgsz", "batch", "seed", "threads")}
+    budget = {k: getattr(opt, k) for k in ("data", "epochs", "imgsz", "batch", "seed", "threads", "hyp_set")}
     results = json.loads(opt.out.read_text()) if opt.out.exists() else {"budget": budget, "rows": {}}
     if not opt.readme:
         if results["budget"] != budget:
