@@ -57,7 +57,7 @@ def our_train_speed(data: str, cfg: str, imgsz: int, batch: int, batches: int, w
             imgs, targets, _, _ = next(it)
         t0 = time.perf_counter()
         apply_lr(trainer.optimizer, trainer.hyp, trainer.lf, 0, i, trainer.nw, trainer.nb, trainer.sgd)
-        loss, _ = trainer.loss_fn(trainer.model(imgs.float() / 255), targets)
+        loss, _ = trainer.loss_fn(trainer.model(trainer.preprocess(imgs)), targets)
         loss.backward()
         trainer._step()
         if i >= warmup:

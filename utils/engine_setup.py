@@ -121,7 +121,8 @@ def build_run(opt: argparse.Namespace, device: torch.device, rank: int, world: i
         (save_dir / "opt.yaml").write_text(yaml.safe_dump(vars(opt), sort_keys=False))
         LOG.info(f"Run dir {save_dir}\nhyperparameters: " + ", ".join(f"{k}={v}" for k, v in hyp.items()))
 
-    model = build_model(opt, nc, names, data["cat_ids"], hyp).to(device)
+    # NHWC weights: oneDNN convolutions train ~20% faster on CPU, and tensor cores want it on GPU
+    model = build_model(opt, nc, names, data["cat_ids"], hyp).to(device, memory_format=torch.channels_last)
     gs = max(int(model.stride.max()), 32)
     per_proc_batch = max(opt.batch_size // max(world, 1), 1)
     train_loader, train_set = create_dataloader(

@@ -131,7 +131,7 @@ class Trainer:
             self.optimizer.zero_grad()
             for i, (imgs, targets, _, _) in bar:
                 ni = i + self.nb * epoch
-                imgs = imgs.to(self.device, non_blocking=True).float() / 255
+                imgs = self.preprocess(imgs)
                 targets = targets.to(self.device)
                 if self.opt.get("single_cls"):
                     targets[:, 1] = 0
@@ -203,6 +203,11 @@ class Trainer:
             if stop:
                 break
         return {"interrupted": False, "metrics": metrics, "save_dir": str(self.save_dir)}
+
+    def preprocess(self, imgs: torch.Tensor) -> torch.Tensor:
+        """uint8 NCHW batch -> float 0-1 on the device, channels-last like the model's weights."""
+        imgs = imgs.to(self.device, non_blocking=True, memory_format=torch.channels_last)
+        return imgs.float() / 255
 
     def _should_stop(self) -> bool:
         return self.stop_signal is not None
