@@ -69,7 +69,8 @@ def table(results: dict) -> str:
     b = results["budget"]
     lines = [MARK, "",
              f"Budget: {b['data']}, {b['epochs']} epochs at {b['imgsz']} px, batch {b['batch']}, seed {b['seed']}, "
-             f"{b['threads']} CPU threads, hyp overrides {' '.join(b.get('hyp_set') or []) or 'none'}; speed columns: train at {b['imgsz']} px batch {b['batch']}, latency "
+             f"{b['threads']} CPU threads, hyp overrides {' '.join(b.get('hyp_set') or []) or 'none'}; "
+             f"speed columns: train at {b['imgsz']} px batch {b['batch']}, latency "
              f"batch 1 at {b['imgsz']} px (file to boxes, fused, channels-last).", "",
              "| row | change | AP | AP50 | APs | AP_tiny | params (M) | GFLOPs | train img/s | latency ms |",
              "|---|---|---|---|---|---|---|---|---|---|"]
