@@ -89,10 +89,13 @@ def write_readme(results: dict, readme: Path = ROOT / "README.md") -> None:
     head, rest = text.split(MARK, 1)
     lines = rest.split("\n")
     k = 0
-    while k < len(lines) and not lines[k].startswith("|"):  # skip the budget paragraph
+    while k < len(lines) and not lines[k].startswith(("|", "#")):  # skip the budget paragraph
         k += 1
-    while k < len(lines) and lines[k].startswith("|"):
-        k += 1
+    if k < len(lines) and lines[k].startswith("|"):
+        while k < len(lines) and lines[k].startswith("|"):
+            k += 1
+    else:  # no table yet: keep what follows the marker
+        k = 1
     readme.write_text(head + table(results) + "\n".join(lines[k:]))
 
 

@@ -28,3 +28,14 @@ def test_write_readme_replaces_only_the_old_table(tmp_path):
     assert text.startswith("# Title\n") and text.rstrip().endswith("After the table.")
     write_readme(RESULTS, readme)  # idempotent
     assert readme.read_text() == text
+
+
+def test_write_readme_without_a_table_yet_keeps_what_follows(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\n\n{MARK}\nNo rows yet.\n\n## Next section\n\nText.\n")
+    write_readme(RESULTS, readme)
+    text = readme.read_text()
+    assert text.count(MARK) == 1 and "No rows yet." in text and text.rstrip().endswith("Text.")
+    assert text.index("| row |") < text.index("No rows yet.")
+    write_readme(RESULTS, readme)  # now the table is there and is replaced, not added again
+    assert readme.read_text().count("| row |") == 1
