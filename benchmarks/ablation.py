@@ -39,9 +39,10 @@ MARK = "<!-- ablation table: benchmarks/ablation.py --readme -->"
 
 def run_row(name: str, opt: argparse.Namespace) -> dict:
     import train
-    from benchmarks.speed import our_latency, our_train_speed
+    from benchmarks.speed import latency_images, our_latency, our_train_speed
     from models.yolo import Model
     from utils.dataset import load_data_config
+    from utils.engine_setup import repo_path
 
     what, cfg, assigner, hyp, hyp_set = ROWS[name]
     hyp_path = f"configs/hyps/{hyp}.yaml"
@@ -50,18 +51,14 @@ def run_row(name: str, opt: argparse.Namespace) -> dict:
                     epochs=opt.epochs, imgsz=opt.imgsz, batch_size=opt.batch, noval=True, noplots=True,
                     workers=opt.workers, project=opt.project, name=name, exist_ok=True, seed=opt.seed)
     m = res["metrics"]
-    data = load_data_config(str(ROOT / opt.data))
+    data = load_data_config(repo_path(opt.data))
     info = Model(cfg, nc=len(data["names"])).info(opt.imgsz)
-    torch.set_num_threads(opt.threads)
-    val_dir = Path(data["val"]["images"])
-    images = sorted(p for p in val_dir.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[:21]
     row = {"row": name, "what": what, "cfg": cfg, "assigner": assigner, "hyp": hyp_path, "hyp_set": hyp_set,
            **{k: round(float(m[k]), 4) for k in ("AP", "AP50", "APs", "AP_tiny")},
            "params_M": round(info["params"] / 1e6, 3), "gflops": round(info["gflops"], 2),
            "train_img_per_s": round(our_train_speed(opt.data, cfg, opt.imgsz, opt.batch, opt.speed_batches, 2,
                                                     opt.workers), 2),
-           "latency_ms": round(our_latency(cfg, len(data["names"]), images, opt.imgsz), 1)}
-    torch.set_num_threads(opt.threads)
+           "latency_ms": round(our_latency(cfg, len(data["names"]), latency_images(data, 20), opt.imgsz), 1)}
     return row
 
 

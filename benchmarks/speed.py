@@ -84,6 +84,13 @@ def our_latency(cfg: str, nc: int, images: list[Path], imgsz: int) -> float:
     return statistics.median(lat)
 
 
+def latency_images(data: dict, n: int) -> list[Path]:
+    """The first n + 1 val images (our_latency drops the first call as warm-up)."""
+    from utils.coco_build import list_images
+
+    return list_images(data["val"]["images"])[:n + 1]
+
+
 def peer_speed(python: str, coco: Path, imgsz: int, batch: int, threads: int, epochs: int, images: int,
                latency_images: int) -> dict:
     out = Path(tempfile.mkdtemp(prefix="peer-speed-")) / "peer.json"
@@ -114,18 +121,16 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(opt.threads)
 
     from utils.dataset import load_data_config
-    data = load_data_config(str(ROOT / opt.data) if not Path(opt.data).exists() else opt.data)
-    val_dir = Path(data["val"]["images"])
-    val_images = sorted(p for p in val_dir.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
-    val_images = val_images[:opt.latency_images + 1]
-    coco_root = val_dir.parent.parent
+    from utils.engine_setup import repo_path
+    data = load_data_config(repo_path(opt.data))
+    coco_root = Path(data["val"]["images"]).parent.parent
 
     print(f"torch {torch.__version__}, {opt.threads} threads, {opt.cfg} on {opt.data}, imgsz {opt.imgsz}, "
           f"batch {opt.batch}", flush=True)
     ours = {"train_img_per_s": our_train_speed(opt.data, opt.cfg, opt.imgsz, opt.batch, opt.batches, opt.warmup,
                                                opt.workers)}
-    torch.set_num_threads(opt.threads)  # select_device and loaders may have changed it
-    ours["latency_ms_median"] = our_latency(opt.cfg, len(data["names"]), val_images, opt.imgsz)
+    ours["latency_ms_median"] = our_latency(opt.cfg, len(data["names"]), latency_images(data, opt.latency_images),
+                                            opt.imgsz)
     rows = {"ours": ours}
     if Path(opt.peer_python).exists() and PEER.exists():
         rows["peer"] = peer_speed(opt.peer_python, coco_root, opt.imgsz, opt.batch, opt.threads, opt.peer_epochs,
