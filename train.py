@@ -60,7 +60,8 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     a("--seed", type=int, default=0)
     a("--save-period", type=int, default=-1, help="also save weights every N epochs")
     a("--sync-bn", action="store_true", help="SyncBatchNorm under DDP")
-    a("--assigner", default=None, choices=["iou", "atss"], help="override the model YAML's assigner")
+    a("--assigner", default=None, choices=["iou", "atss", "tal"],
+      help="override the model YAML's assigner (tal: only for the anchor-free DetectDFL head)")
     a("--noautoanchor", action="store_true", help="keep the config's anchors")
     a("--noplots", action="store_true")
     a("--no-amp", action="store_true", help="disable mixed precision on CUDA")

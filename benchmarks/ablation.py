@@ -33,6 +33,8 @@ ROWS: dict[str, tuple[str, str, str, str, list[str]]] = {
     "atss": ("ATSS assigner", "yolov5n.yaml", "atss", "default", []),
     "p2-atss": ("P2-P5 head + ATSS", "yolov5n-p2.yaml", "atss", "default", []),
     "p2-atss-so": ("P2-P5 + ATSS + small-objects hyps", "yolov5n-p2.yaml", "atss", "small-objects", ["tile=0"]),
+    "dfl": ("anchor-free DetectDFL head + TAL", "yolov5n-dfl.yaml", "tal", "default", []),
+    "dfl-so": ("DetectDFL + TAL + small-objects hyps", "yolov5n-dfl.yaml", "tal", "small-objects", ["tile=0"]),
 }
 MARK = "<!-- ablation table: benchmarks/ablation.py --readme -->"
 

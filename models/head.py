@@ -98,3 +98,93 @@ class Detect(nn.Module):
             # placeholder strides; Model replaces them with real ones after its dry run
             anchors = default_anchors([2 ** (3 + i) for i in range(len(ch))], anchors)
         return cls(nc, anchors, ch), 0
+
+
+@register()
+class DetectDFL(Detect):
+    """Anchor-free, decoupled YOLO head: per level a box branch predicting the four
+    distances (left, top, right, bottom) from the cell centre as ``reg_max``-bin
+    distributions (Distribution Focal Loss, Li et al. 2020), and a class branch.
+
+    Faster to train from scratch than the anchor head (no anchor shapes to fit, no separate
+    objectness, class scores trained towards box quality); learns with the 'tal' assigner.
+    Train mode returns (B, 1, H, W, 4 * reg_max + nc) maps. Eval mode returns the same
+    (B, N, 5 + nc) layout as Detect, so NMS, val and detect need no changes: column 4 holds
+    the best class score and the class columns are divided by it, so obj * cls is exactly
+    the class score and NMS's objectness pre-filter still drops the empty cells.
+    YAML args: [nc, reg_max=16].
+    """
+
+    anchor_free = True
+
+    def __init__(self, nc: int, ch: list[int], reg_max: int = 16):
+        nn.Module.__init__(self)
+        if reg_max < 2:
+            raise ValueError(f"DetectDFL: reg_max must be >= 2, got {reg_max}")
+        from models.blocks import Conv
+
+        self.nc, self.nl, self.na, self.reg_max = nc, len(ch), 1, int(reg_max)
+        self.no = nc + 5  # eval-mode output width (Detect's layout)
+        self.n_raw = 4 * self.reg_max + nc
+        # unused by the loss; kept so checkpoints and tools that read Detect.anchors work
+        self.register_buffer("anchors", torch.ones(self.nl, 1, 2))
+        self.register_buffer("stride", torch.zeros(self.nl))
+        self.register_buffer("bins", torch.arange(self.reg_max, dtype=torch.float32), persistent=False)
+        c2 = max(16, ch[0] // 4, 4 * self.reg_max)  # box branch width (YOLOv8's rule)
+        c3 = max(ch[0], min(nc, 100))                 # class branch width
+        self.box = nn.ModuleList(nn.Sequential(Conv(c, c2, 3), Conv(c2, c2, 3),
+                                               nn.Conv2d(c2, 4 * self.reg_max, 1)) for c in ch)
+        self.cls = nn.ModuleList(nn.Sequential(Conv(c, c3, 3), Conv(c3, c3, 3),
+                                               nn.Conv2d(c3, nc, 1)) for c in ch)
+        self._grids = {}
+
+    def init_biases(self, image_size: int = 640, cls_prior: float | None = None) -> None:
+        """Box logits flat (mean distance ~reg_max/2 cells); class scores near ~5 objects per
+        image spread over the classes, so the many empty cells start quiet."""
+        for bx, cl, s in zip(self.box, self.cls, self.stride.tolist()):
+            bx[-1].bias.data.fill_(1.0)
+            p = cls_prior if cls_prior is not None else 5 / self.nc / (image_size / s) ** 2
+            cl[-1].bias.data.fill_(math.log(p / (1 - p)))
+
+    def forward(self, xs: list[torch.Tensor]):
+        raw = []
+        for i, x in enumerate(xs):
+            y = torch.cat((self.box[i](x), self.cls[i](x)), 1)
+            raw.append(y.permute(0, 2, 3, 1).unsqueeze(1))  # (B, 1, H, W, 4R + nc)
+        if self.training:
+            return raw
+        return self.decode(raw)
+
+    def points(self, i: int, h: int, w: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """Cell centres of level i in grid units, (h * w, 2) xy."""
+        key = (i, h, w, device, dtype)
+        if key not in self._grids:
+            y, x = torch.meshgrid(torch.arange(h, device=device, dtype=dtype),
+                                  torch.arange(w, device=device, dtype=dtype), indexing="ij")
+            self._grids[key] = torch.stack((x, y), -1).view(-1, 2) + 0.5
+        return self._grids[key]
+
+    def distances(self, logits: torch.Tensor) -> torch.Tensor:
+        """(..., 4 * reg_max) bin logits -> (..., 4) expected ltrb distances in grid units."""
+        p = logits.unflatten(-1, (4, self.reg_max)).softmax(-1)
+        return p @ self.bins.to(p.dtype)
+
+    def decode(self, raw: list[torch.Tensor]) -> torch.Tensor:
+        out = []
+        for i, p in enumerate(raw):
+            b, _, h, w, _ = p.shape
+            p = p.reshape(b, h * w, self.n_raw)
+            pt = self.points(i, h, w, p.device, p.dtype)
+            d = self.distances(p[..., :4 * self.reg_max])
+            xy = (pt + (d[..., 2:] - d[..., :2]) / 2) * self.stride[i]
+            wh = (d[..., :2] + d[..., 2:]) * self.stride[i]
+            scores = p[..., 4 * self.reg_max:].sigmoid()
+            best = scores.amax(-1, keepdim=True)
+            out.append(torch.cat((xy, wh, best, scores / best.clamp(min=1e-12)), -1))
+        return torch.cat(out, 1)
+
+    @classmethod
+    def from_yaml(cls, ch: list[int], args: list, n: int, width: float) -> tuple[nn.Module, int]:
+        nc = args[0]
+        reg_max = int(args[1]) if len(args) > 1 else 16
+        return cls(nc, ch, reg_max), 0

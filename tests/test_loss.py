@@ -278,13 +278,14 @@ def test_real_p2_model_wiring(name):
     assert all(c.weight.grad.abs().sum() > 0 for c in model.detect.m)
 
 
-@pytest.mark.parametrize("cfg", ["yolov5n.yaml", "yolov5n-spd.yaml", "yolov5n-asff.yaml"])
+@pytest.mark.parametrize("cfg", ["yolov5n.yaml", "yolov5n-spd.yaml", "yolov5n-asff.yaml", "yolov5n-dfl.yaml"])
 def test_channels_last_training_matches_contiguous(cfg):
     """train.py runs weights and batches channels-last (faster oneDNN convolutions): same loss and
     gradients as the plain NCHW layout."""
     import copy
 
     from models.yolo import Model
+    from utils.loss_dfl import build_loss
 
     torch.manual_seed(0)
     plain = Model(cfg, nc=3).double().train()
@@ -293,7 +294,7 @@ def test_channels_last_training_matches_contiguous(cfg):
     targets = torch.tensor([[0, 0, 20, 20, 4, 5], [1, 2, 40, 30, 30, 20]], dtype=torch.float64)
     losses = []
     for model, inp in ((plain, x), (nhwc, x.contiguous(memory_format=torch.channels_last))):
-        total, _ = DetectionLoss(model, {}, imgsz=96)(model(inp), targets)
+        total, _ = build_loss(model, {"imgsz": 96})(model(inp), targets)
         total.backward()
         losses.append(total.detach())
     conv = next(m for m in nhwc.modules() if isinstance(m, nn.Conv2d))

@@ -98,7 +98,7 @@ def build_run(opt: argparse.Namespace, device: torch.device, rank: int, world: i
     import val as validator
     from utils.anchors import check_anchors, dataset_box_wh
     from utils.dataset import create_dataloader, load_data_config
-    from utils.loss import DetectionLoss
+    from utils.loss_dfl import build_loss
     from utils.paths import increment_path
     from utils.trainer import Trainer
 
@@ -137,12 +137,12 @@ def build_run(opt: argparse.Namespace, device: torch.device, rank: int, world: i
         if not opt.noplots and ckpt is None:
             from utils.label_plot import plot_labels
             plot_labels(train_set, str(save_dir / "labels.png"))
-    if ckpt is None and not opt.noautoanchor:
+    if ckpt is None and not opt.noautoanchor and not getattr(model.detect, "anchor_free", False):
         wh = dataset_box_wh(train_set.shapes, train_set.boxes, opt.imgsz)
         check_anchors(wh, model, thr=hyp.get("anchor_t", 4.0), imgsz=opt.imgsz)
     if world > 1 and opt.sync_bn and device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    loss_fn = DetectionLoss(model, hyp)
+    loss_fn = build_loss(model, hyp)
     if world > 1:
         model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)

@@ -100,6 +100,8 @@ class DetectionLoss:
     obj *= (imgsz/640)^2 * 3/nl -- applied here, so train.py must not scale them again.
     """
 
+    item_names = ("box", "obj", "cls")
+
     def __init__(self, model: nn.Module, hyp: dict | None = None, imgsz: int | None = None,
                  assigner: str | None = None):
         det = _detect_of(model)

@@ -34,6 +34,8 @@ class Trainer:
                  save_dir: Path, device: torch.device, rank: int = -1, world: int = 1,
                  ckpt: dict | None = None):
         self.model, self.loss_fn, self.train_loader, self.val_fn = model, loss_fn, train_loader, val_fn
+        # what the loss's three items are: box/obj/cls (anchor head) or box/dfl/cls (DetectDFL)
+        self.loss_names = tuple(getattr(loss_fn, "item_names", ("box", "obj", "cls")))
         self.hyp, self.opt, self.device = hyp, opt, device
         self.save_dir = Path(save_dir)
         self.wdir = self.save_dir / "weights"
@@ -103,6 +105,22 @@ class Trainer:
         self.stop_signal = signum
         LOG.info(f"\n{signal.Signals(signum).name} received: finishing this batch, saving last.pt")
 
+    def _close_mosaic(self, epoch: int) -> None:
+        """hyp close_mosaic = N: whole images (no mosaic) for the last N epochs, so the model
+        ends on the object scale and context it will see at test time."""
+        n = int(self.hyp.get("close_mosaic", 0) or 0)
+        ds = getattr(self.train_loader, "dataset", None)
+        if n <= 0 or epoch < self.epochs - n or not getattr(ds, "mosaic_p", 0):
+            return
+        ds.mosaic_p = 0.0
+        it = getattr(self.train_loader, "_iterator", None)
+        if it is not None:  # persistent workers hold a copy of the dataset: start fresh ones
+            if hasattr(it, "_shutdown_workers"):
+                it._shutdown_workers()
+            self.train_loader._iterator = None
+        if self.main:
+            LOG.info(f"close_mosaic: mosaic off from epoch {epoch} (last {self.epochs - epoch} epochs)")
+
     # ----------------------------------------------------------------- loop
     def fit(self) -> dict[str, Any]:
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -119,14 +137,15 @@ class Trainer:
         last_opt_step = -1
         for epoch in range(self.start_epoch, self.epochs):
             self.model.train()
+            self._close_mosaic(epoch)
             sampler = getattr(self.train_loader, "sampler", None)
             if hasattr(sampler, "set_epoch"):
                 sampler.set_epoch(epoch)
             mloss = torch.zeros(3, device=self.device)
             bar = enumerate(self.train_loader)
             if self.main:
-                LOG.info(("\n" + "%11s" * 7) % ("Epoch", "GPU_mem", "box_loss", "obj_loss",
-                                                 "cls_loss", "Instances", "Size"))
+                LOG.info(("\n" + "%11s" * 7) % ("Epoch", "GPU_mem", *(f"{n}_loss" for n in self.loss_names),
+                                                 "Instances", "Size"))
                 bar = tqdm(bar, total=self.nb, bar_format="{l_bar}{bar:10}{r_bar}")
             self.optimizer.zero_grad()
             for i, (imgs, targets, _, _) in bar:
@@ -184,8 +203,7 @@ class Trainer:
                     fitness = metrics["fitness"]
                 lrs = [g["lr"] for g in self.optimizer.param_groups]
                 # every key on every row (NaN where not scored) so results.csv keeps its columns
-                row = {"train/box_loss": mloss[0].item(), "train/obj_loss": mloss[1].item(),
-                       "train/cls_loss": mloss[2].item(),
+                row = {**{f"train/{n}_loss": v for n, v in zip(self.loss_names, mloss.tolist())},
                        **{f"metrics/{k}": float(metrics.get(k, math.nan)) for k in
                           ("precision", "recall", "AP50", "AP", "APs")},
                        **{f"x/lr{j}": lr for j, lr in enumerate(lrs)}}
