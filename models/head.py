@@ -28,6 +28,8 @@ class Detect(nn.Module):
     (B, N, no) with xywh in input pixels and sigmoid scores. ``anchors`` is kept in pixels.
     """
 
+    anchor_free = False  # DetectDFL: no anchor shapes to fit or match
+
     def __init__(self, nc: int, anchors: list[list[float]], ch: list[int]):
         super().__init__()
         if len(anchors) != len(ch):

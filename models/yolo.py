@@ -86,14 +86,14 @@ class Model(nn.Module):
         if not isinstance(self.yaml.get("nc"), int) or self.yaml["nc"] < 1:
             raise ModelConfigError(f"{self.yaml['_file']}: 'nc' must be a positive int")
         self.model, self.save, self.table = parse_model(self.yaml, ch)
-        # the anchor-free head has no anchor shapes for 'iou'/'atss' to match
-        self.yaml.setdefault("assigner", "tal" if getattr(self.model[-1], "anchor_free", False) else "iou")
         self.nc = self.yaml["nc"]
         self.names = [f"class{i}" for i in range(self.nc)]
         self.cat_ids = list(range(1, self.nc + 1))
         det = self.detect
         if not isinstance(det, Detect):
             raise ModelConfigError(f"{self.yaml['_file']}: the last layer must be Detect")
+        # the anchor-free head has no anchor shapes for 'iou'/'atss' to match
+        self.yaml.setdefault("assigner", "tal" if det.anchor_free else "iou")
         self._init_strides(ch)
         self._initialize_weights()
 

@@ -137,7 +137,7 @@ def build_run(opt: argparse.Namespace, device: torch.device, rank: int, world: i
         if not opt.noplots and ckpt is None:
             from utils.label_plot import plot_labels
             plot_labels(train_set, str(save_dir / "labels.png"))
-    if ckpt is None and not opt.noautoanchor and not getattr(model.detect, "anchor_free", False):
+    if ckpt is None and not opt.noautoanchor and not model.detect.anchor_free:
         wh = dataset_box_wh(train_set.shapes, train_set.boxes, opt.imgsz)
         check_anchors(wh, model, thr=hyp.get("anchor_t", 4.0), imgsz=opt.imgsz)
     if world > 1 and opt.sync_bn and device.type == "cuda":

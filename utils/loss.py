@@ -32,6 +32,22 @@ def level_balance(stride: float) -> float:
     return _BALANCE.get(s, 4.0 * (8.0 / stride) ** 2)
 
 
+def nwd_weight(hyp: dict) -> float:
+    """hyp ``nwd``, the NWD share of the box loss, checked to lie in [0, 1]."""
+    w = float(hyp["nwd"])
+    if not 0.0 <= w <= 1.0:
+        raise ValueError(f"hyp nwd must be in [0, 1], got {w}")
+    return w
+
+
+def box_quality(pbox: torch.Tensor, tbox: torch.Tensor, nwd_w: float, nwd_c: float) -> torch.Tensor:
+    """(1 - nwd_w) * CIoU + nwd_w * NWD of aligned xyxy boxes; 1 - quality is the box loss."""
+    ciou = aligned_iou(pbox, tbox, "ciou")
+    if nwd_w > 0:
+        return (1 - nwd_w) * ciou + nwd_w * nwd(pbox, tbox, nwd_c)
+    return ciou
+
+
 def smooth_bce_targets(eps: float) -> tuple[float, float]:
     """Positive and negative class targets under label smoothing ``eps`` (0 = hard 1/0)."""
     return 1.0 - 0.5 * eps, 0.5 * eps
@@ -117,9 +133,7 @@ class DetectionLoss:
         self.cls_gain = h["cls"] * self.nc / 80.0 * levels
         self.obj_gain = h["obj"] * (imgsz / 640.0) ** 2 * levels
         self.balance = [level_balance(s) for s in self.strides]
-        self.nwd_w = float(h["nwd"])
-        if not 0.0 <= self.nwd_w <= 1.0:
-            raise ValueError(f"hyp nwd must be in [0, 1], got {self.nwd_w}")
+        self.nwd_w = nwd_weight(h)
         self.nwd_c = float(h["nwd_c"])
         self.cp, self.cn = smooth_bce_targets(float(h["label_smoothing"]))
         self.gamma = float(h["fl_gamma"])
@@ -179,13 +193,8 @@ class DetectionLoss:
         pwh = (ps[:, 2:4].sigmoid() * 2) ** 2 * wh[a]
         pbox = torch.cat((pxy - pwh / 2, pxy + pwh / 2), 1)
         tbox = gt_boxes[b, g]
-        ciou = aligned_iou(pbox, tbox, "ciou")
-        if self.nwd_w > 0:
-            sim = nwd(pbox, tbox, self.nwd_c)
-            box_err = (1 - self.nwd_w) * (1 - ciou) + self.nwd_w * (1 - sim)
-            quality = (1 - self.nwd_w) * ciou + self.nwd_w * sim
-        else:
-            box_err, quality = 1 - ciou, ciou
+        quality = box_quality(pbox, tbox, self.nwd_w, self.nwd_c)
+        box_err = 1 - quality
         lbox = (torch.zeros(self.nl, device=dev, dtype=dt).index_add(0, level, box_err) / n_pos).sum()
 
         # objectness over every cell; IoU-aware target on positives

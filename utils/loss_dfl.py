@@ -15,12 +15,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from utils.boxes import NWD_C, aligned_iou, nwd
-from utils.loss import targets_to_padded
+from utils.boxes import NWD_C
+from utils.loss import DetectionLoss, box_quality, nwd_weight, targets_to_padded
 from utils.tal import TaskAlignedAssigner
 
-DFL_HYP_DEFAULTS = {"dfl_box": 7.5, "dfl_cls": 0.5, "dfl": 1.5, "nwd": 0.0, "nwd_c": NWD_C,
-                    "tal_topk": 10, "tal_alpha": 0.5, "tal_beta": 6.0}
+# the assigner's own defaults (tal_topk, tal_alpha, tal_beta) live in TaskAlignedAssigner.from_hyp
+DFL_HYP_DEFAULTS = {"dfl_box": 7.5, "dfl_cls": 0.5, "dfl": 1.5, "dfl_min_w": 0.0, "nwd": 0.0, "nwd_c": NWD_C}
 
 
 def dfl_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -50,12 +50,9 @@ class DFLLoss:
                              "('iou' and 'atss' match anchor shapes, which this head has none of)")
         self.det, self.nc, self.reg_max = det, int(det.nc), int(det.reg_max)
         self.box_gain, self.cls_gain, self.dfl_gain = float(h["dfl_box"]), float(h["dfl_cls"]), float(h["dfl"])
-        self.nwd_w, self.nwd_c = float(h["nwd"]), float(h["nwd_c"])
-        if not 0.0 <= self.nwd_w <= 1.0:
-            raise ValueError(f"hyp nwd must be in [0, 1], got {self.nwd_w}")
+        self.nwd_w, self.nwd_c = nwd_weight(h), float(h["nwd_c"])
         self.assigner = TaskAlignedAssigner.from_hyp(h)
-        self.min_w = float(h.get("dfl_min_w", 0.0))
-        self.assigner_name = "tal"
+        self.min_w = float(h["dfl_min_w"])
 
     def _points(self, preds: list[torch.Tensor], dt: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         pts, st = [], []
@@ -91,9 +88,7 @@ class DFLLoss:
         if t.fg.any():
             weight = t.scores.sum(-1)[t.fg].clamp(min=self.min_w)
             pb, tb = pbox[t.fg], t.boxes[t.fg]
-            err = 1 - aligned_iou(pb, tb, "ciou")
-            if self.nwd_w > 0:
-                err = (1 - self.nwd_w) * err + self.nwd_w * (1 - nwd(pb, tb, self.nwd_c))
+            err = 1 - box_quality(pb, tb, self.nwd_w, self.nwd_c)
             # a weighted mean over positives: the floor (dfl_min_w) must not inflate the loss
             wsum = weight.sum().clamp(min=1.0)
             lbox = (err * weight).sum() / wsum
@@ -109,9 +104,6 @@ class DFLLoss:
 
 def build_loss(model: nn.Module, hyp: dict):
     """DFLLoss for an anchor-free head, DetectionLoss (anchor-based) otherwise."""
-    from utils.loss import DetectionLoss
-
-    m = getattr(model, "module", model)
-    if getattr(m.detect, "anchor_free", False):
+    if getattr(model, "module", model).detect.anchor_free:
         return DFLLoss(model, hyp)
     return DetectionLoss(model, hyp)

@@ -85,7 +85,7 @@ class TaskAlignedAssigner:
             only = torch.zeros_like(pos).scatter_(1, best.unsqueeze(1), True)
             pos = torch.where(multi.unsqueeze(1), only & pos, pos)
         fg = pos.any(1)
-        gt_idx = pos.to(torch.uint8).argmax(1)  # the one box left per positive cell
+        gt_idx = pos.to(torch.uint8).argmax(1)  # the one box left per positive cell; 0 off fg
 
         # soft targets: alignment rescaled per box so its best cell gets its best IoU
         metric = metric * pos
@@ -93,6 +93,6 @@ class TaskAlignedAssigner:
                 / (metric.amax(-1, keepdim=True) + self.eps)).amax(1)  # (B, A)
         cls_of = gt_cls.gather(1, gt_idx)  # (B, A)
         scores = torch.zeros(b, a, nc, device=dev, dtype=dt)
-        scores.scatter_(-1, cls_of.unsqueeze(-1), (norm * fg).unsqueeze(-1))
+        scores.scatter_(-1, cls_of.unsqueeze(-1), norm.unsqueeze(-1))  # norm is 0 off fg
         boxes = gt_boxes.gather(1, gt_idx.unsqueeze(-1).expand(b, a, 4))
-        return TalTargets(fg, gt_idx * fg, boxes, scores)
+        return TalTargets(fg, gt_idx, boxes, scores)
