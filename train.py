@@ -28,7 +28,7 @@ from utils.trainer import TrainingStopped  # noqa: E402
 DEFAULTS: dict[str, Any] = dict(
     data="data/shapes.yaml", cfg="yolov5n.yaml", weights="", hyp="configs/hyps/default.yaml",
     epochs=None, batch_size=None, imgsz=None, device="", workers=2, project="runs/train",
-    name="exp", exist_ok=False, resume=False, patience=100, cache=False, optimizer="SGD",
+    name="exp", exist_ok=False, resume=False, patience=100, cache=False, optimizer=None,
     cos_lr=False, label_smoothing=None, freeze=0, single_cls=False, multi_scale=False, seed=0,
     save_period=-1, sync_bn=False, assigner=None, noautoanchor=False, noplots=False,
     no_amp=False, data_root=None, noval=False, hyp_set=None,
@@ -51,7 +51,8 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     a("--resume", nargs="?", const=True, default=False, help="resume the latest run, a run dir or a last.pt")
     a("--patience", type=int, default=100, help="early stop after this many epochs without improvement")
     a("--cache", action="store_true", help="cache decoded images in RAM")
-    a("--optimizer", default="SGD", choices=["SGD", "Adam", "AdamW"])
+    a("--optimizer", default=None, choices=["SGD", "Adam", "AdamW"],
+      help="default: the hyp file's optimizer, else SGD")
     a("--cos-lr", action="store_true", help="cosine LR schedule")
     a("--label-smoothing", type=float, default=None)
     a("--freeze", type=int, default=0, help="freeze the first N layers")

@@ -35,8 +35,16 @@ ROWS: dict[str, tuple[str, str, str, str, list[str]]] = {
     "p2-atss-so": ("P2-P5 + ATSS + small-objects hyps", "yolov5n-p2.yaml", "atss", "small-objects", ["tile=0"]),
     "dfl": ("anchor-free DetectDFL head + TAL", "yolov5n-dfl.yaml", "tal", "default", []),
     "dfl-so": ("DetectDFL + TAL + small-objects hyps", "yolov5n-dfl.yaml", "tal", "small-objects", ["tile=0"]),
+    "dfl-tuned": ("DetectDFL + TAL + small-objects-dfl hyps (AdamW, no NWD, close_mosaic)", "yolov5n-dfl.yaml",
+                  "tal", "small-objects-dfl", ["tile=0"]),
+    "p2-dfl-tuned": ("P2-P5 DetectDFL + TAL + small-objects-dfl hyps", "yolov5n-p2-dfl.yaml", "tal",
+                     "small-objects-dfl", ["tile=0"]),
 }
-MARK = "<!-- ablation table: benchmarks/ablation.py --readme -->"
+
+
+def mark(out: Path) -> str:
+    """One README marker per results file, so tables of several budgets can stand side by side."""
+    return f"<!-- ablation table: benchmarks/ablation.py --readme --out {out.name} -->"
 
 
 def run_row(name: str, opt: argparse.Namespace) -> dict:
@@ -64,9 +72,9 @@ def run_row(name: str, opt: argparse.Namespace) -> dict:
     return row
 
 
-def table(results: dict) -> str:
+def table(results: dict, out: Path) -> str:
     b = results["budget"]
-    lines = [MARK, "",
+    lines = [mark(out), "",
              f"Budget: {b['data']}, {b['epochs']} epochs at {b['imgsz']} px, batch {b['batch']}, seed {b['seed']}, "
              f"{b['threads']} CPU threads, hyp overrides {' '.join(b.get('hyp_set') or []) or 'none'}; "
              f"speed columns: train at {b['imgsz']} px batch {b['batch']}, latency "
@@ -80,12 +88,12 @@ def table(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_readme(results: dict, readme: Path = ROOT / "README.md") -> None:
-    """Replace the block that starts at MARK and runs to the next blank line after the table."""
-    text = readme.read_text()
-    if MARK not in text:
-        raise SystemExit(f"{readme}: no line {MARK!r} to put the table at")
-    head, rest = text.split(MARK, 1)
+def write_readme(results: dict, out: Path, readme: Path = ROOT / "README.md") -> None:
+    """Replace the block that starts at mark(out) and runs to the end of the table after it."""
+    text, m = readme.read_text(), mark(out)
+    if m not in text:
+        raise SystemExit(f"{readme}: no line {m!r} to put the table at")
+    head, rest = text.split(m, 1)
     lines = rest.split("\n")
     k = 0
     while k < len(lines) and not lines[k].startswith(("|", "#")):  # skip the budget paragraph
@@ -95,7 +103,7 @@ def write_readme(results: dict, readme: Path = ROOT / "README.md") -> None:
             k += 1
     else:  # no table yet: keep what follows the marker
         k = 1
-    readme.write_text(head + table(results) + "\n".join(lines[k:]))
+    readme.write_text(head + table(results, out) + "\n".join(lines[k:]))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -106,8 +114,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--imgsz", type=int, default=320)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--hyp-set", nargs="+", default=["warmup_epochs=1"], metavar="KEY=VALUE",
-                    help="overrides for every row (default: a 1-epoch warmup, as the default budget is short)")
+    ap.add_argument("--hyp-set", nargs="*", default=["warmup_epochs=1"], metavar="KEY=VALUE",
+                    help="overrides for every row (default: a 1-epoch warmup, as the default budget is short; "
+                         "--hyp-set with no values: none)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--speed-batches", type=int, default=10)
@@ -132,9 +141,9 @@ def main(argv: list[str] | None = None) -> None:
             tmp.write_text(json.dumps(results, indent=1))
             tmp.replace(opt.out)
             print(json.dumps(results["rows"][name]), flush=True)
-    print(table(results))
+    print(table(results, opt.out))
     if opt.readme:
-        write_readme(results)
+        write_readme(results, opt.out)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,12 @@
 """benchmarks/ablation.py: the README table it writes (training itself is what test_train covers)."""
 from __future__ import annotations
 
-from benchmarks.ablation import MARK, ROWS, table, write_readme
+from pathlib import Path
+
+from benchmarks.ablation import ROWS, mark, table, write_readme
+
+OUT = Path("benchmarks/results/ablation-deeppcb.json")
+MARK = mark(OUT)
 
 ROW = dict(AP=0.1234, AP50=0.3, APs=0.05, AP_tiny=0.01, params_M=1.77, gflops=1.05, train_img_per_s=20.5,
            latency_ms=12.3)
@@ -12,7 +17,7 @@ RESULTS = {"budget": dict(data="data/deeppcb.yaml", epochs=3, imgsz=320, batch=1
 
 
 def test_table_lists_rows_in_grid_order_with_budget():
-    t = table(RESULTS)
+    t = table(RESULTS, OUT)
     lines = [ln for ln in t.splitlines() if ln.startswith("| base") or ln.startswith("| p2")]
     assert lines[0].startswith("| base") and "| 0.200 |" in lines[0]
     assert lines[1].startswith("| p2") and "| 0.123 |" in lines[1]
@@ -22,20 +27,32 @@ def test_table_lists_rows_in_grid_order_with_budget():
 def test_write_readme_replaces_only_the_old_table(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text(f"# Title\n\n{MARK}\n\nold budget\n\n| a |\n|---|\n| old |\n\nAfter the table.\n")
-    write_readme(RESULTS, readme)
+    write_readme(RESULTS, OUT, readme)
     text = readme.read_text()
     assert "old" not in text and text.count(MARK) == 1
     assert text.startswith("# Title\n") and text.rstrip().endswith("After the table.")
-    write_readme(RESULTS, readme)  # idempotent
+    write_readme(RESULTS, OUT, readme)  # idempotent
     assert readme.read_text() == text
 
 
 def test_write_readme_without_a_table_yet_keeps_what_follows(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text(f"# Title\n\n{MARK}\nNo rows yet.\n\n## Next section\n\nText.\n")
-    write_readme(RESULTS, readme)
+    write_readme(RESULTS, OUT, readme)
     text = readme.read_text()
     assert text.count(MARK) == 1 and "No rows yet." in text and text.rstrip().endswith("Text.")
     assert text.index("| row |") < text.index("No rows yet.")
-    write_readme(RESULTS, readme)  # now the table is there and is replaced, not added again
+    write_readme(RESULTS, OUT, readme)  # now the table is there and is replaced, not added again
     assert readme.read_text().count("| row |") == 1
+
+
+def test_tables_of_two_budgets_are_replaced_independently(tmp_path):
+    readme, other = tmp_path / "README.md", Path("ablation-deeppcb-20ep.json")
+    readme.write_text(f"{MARK}\n\n| a |\n|---|\n| old3 |\n\nBetween.\n\n{mark(other)}\n\n| a |\n|---|\n| old20 |\n")
+    long = {**RESULTS, "budget": {**RESULTS["budget"], "epochs": 20}}
+    write_readme(long, other, readme)
+    text = readme.read_text()
+    assert "old3" in text and "old20" not in text and "20 epochs at 320 px" in text
+    write_readme(RESULTS, OUT, readme)
+    text = readme.read_text()
+    assert "old3" not in text and "Between." in text and text.index("3 epochs") < text.index("20 epochs")

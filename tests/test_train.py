@@ -173,3 +173,15 @@ def test_hyp_set_rejects_unknown_keys_and_bad_items():
         parse_hyp_set(["tiles=1"], hyp, "h.yaml")
     with pytest.raises(ValueError, match="expected KEY=VALUE"):
         parse_hyp_set(["tile"], hyp, "h.yaml")
+
+
+def test_optimizer_comes_from_flag_then_hyp_file_then_sgd():
+    from utils.engine_setup import load_hyp, resolve_optimizer
+
+    dfl = load_hyp("configs/hyps/small-objects-dfl.yaml")
+    assert resolve_optimizer(None, dfl, "h.yaml") == "AdamW" and dfl["lr0"] == 0.001
+    assert set(dfl) - {"optimizer"} == set(load_hyp("configs/hyps/small-objects.yaml"))  # no key drifts apart
+    assert resolve_optimizer("SGD", dfl, "h.yaml") == "SGD"  # the flag wins
+    assert resolve_optimizer(None, load_hyp("configs/hyps/default.yaml"), "h.yaml") == "SGD"
+    with pytest.raises(ValueError, match=r"h\.yaml: optimizer 'Adagrad'"):
+        resolve_optimizer(None, {"optimizer": "Adagrad"}, "h.yaml")

@@ -61,6 +61,15 @@ def parse_hyp_set(items: list[str], hyp: dict[str, Any], source: str) -> dict[st
     return out
 
 
+def resolve_optimizer(flag: str | None, hyp: dict[str, Any], hyp_path: str) -> str:
+    """--optimizer if given, else the hyp file's `optimizer:` (a file tuned for one optimizer's lr0, such as
+    small-objects-dfl.yaml, names it), else SGD."""
+    name = flag or hyp.get("optimizer") or "SGD"
+    if name not in ("SGD", "Adam", "AdamW"):
+        raise ValueError(f"--hyp {hyp_path}: optimizer {name!r}: choose SGD, Adam or AdamW")
+    return name
+
+
 def _data_defaults(opt: argparse.Namespace, data: dict) -> None:
     """Flags left unset take the data YAML's `defaults:` block, then the global fallbacks."""
     hints = data.get("defaults") or {}
@@ -110,6 +119,7 @@ def build_run(opt: argparse.Namespace, device: torch.device, rank: int, world: i
         hyp.update(parse_hyp_set(opt.hyp_set, hyp, opt.hyp))
     if opt.label_smoothing is not None:
         hyp["label_smoothing"] = opt.label_smoothing
+    opt.optimizer = resolve_optimizer(opt.optimizer, hyp, opt.hyp)
     hyp["imgsz"] = opt.imgsz
     names = ["object"] if opt.single_cls else data["names"]
     nc = len(names)
