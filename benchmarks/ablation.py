@@ -95,13 +95,18 @@ def write_readme(results: dict, out: Path, readme: Path = ROOT / "README.md") ->
         raise SystemExit(f"{readme}: no line {m!r} to put the table at")
     head, rest = text.split(m, 1)
     lines = rest.split("\n")
-    k = 0
-    while k < len(lines) and not lines[k].startswith(("|", "#")):  # skip the budget paragraph
+    # what this marker owns: blank lines, the "Budget:" line, blank lines, then the table; an older table
+    # further down (another marker's) is not ours, so stop at the first line of anything else
+    k = 1
+    while k < len(lines) and not lines[k].strip():
         k += 1
-    if k < len(lines) and lines[k].startswith("|"):
+    if k < len(lines) and lines[k].startswith("Budget:"):
+        k += 1
+        while k < len(lines) and not lines[k].strip():
+            k += 1
         while k < len(lines) and lines[k].startswith("|"):
             k += 1
-    else:  # no table yet: keep what follows the marker
+    else:  # no table yet: keep all that follows the marker
         k = 1
     readme.write_text(head + table(results, out) + "\n".join(lines[k:]))
 
