@@ -48,7 +48,8 @@ def test_write_readme_without_a_table_yet_keeps_what_follows(tmp_path):
 
 def test_tables_of_two_budgets_are_replaced_independently(tmp_path):
     readme, other = tmp_path / "README.md", Path("ablation-deeppcb-20ep.json")
-    readme.write_text(f"{MARK}\n\nBudget: 3\n\n| a |\n|---|\n| old3 |\n\nBetween.\n\n{mark(other)}\n\nBudget: 20\n\n| a |\n|---|\n| old20 |\n")
+    readme.write_text(f"{MARK}\n\nBudget: 3\n\n| a |\n|---|\n| old3 |\n\nBetween.\n\n"
+                      f"{mark(other)}\n\nBudget: 20\n\n| a |\n|---|\n| old20 |\n")
     long = {**RESULTS, "budget": {**RESULTS["budget"], "epochs": 20}}
     write_readme(long, other, readme)
     text = readme.read_text()
@@ -60,7 +61,8 @@ def test_tables_of_two_budgets_are_replaced_independently(tmp_path):
 
 def test_a_new_marker_above_an_old_table_leaves_the_text_between_alone(tmp_path):
     readme, other = tmp_path / "README.md", Path("ablation-deeppcb-20ep.json")
-    readme.write_text(f"{mark(other)}\n\nWhat the 20-epoch rows show.\n\n{MARK}\n\nBudget: old\n\n| a |\n|---|\n| old3 |\n")
+    readme.write_text(f"{mark(other)}\n\nWhat the 20-epoch rows show.\n\n"
+                      f"{MARK}\n\nBudget: old\n\n| a |\n|---|\n| old3 |\n")
     write_readme(RESULTS, other, readme)
     text = readme.read_text()
     assert "What the 20-epoch rows show." in text and "old3" in text and text.count("| row |") == 1
