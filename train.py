@@ -22,6 +22,7 @@ if str(ROOT) not in sys.path:
 
 from utils.checkpoint import CheckpointError, read_checkpoint  # noqa: E402
 from utils.logger import LOG  # noqa: E402
+from utils.optim import OPTIMIZERS  # noqa: E402
 from utils.torch_utils import seed_everything, select_device, world_info  # noqa: E402
 from utils.trainer import TrainingStopped  # noqa: E402
 
@@ -51,7 +52,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     a("--resume", nargs="?", const=True, default=False, help="resume the latest run, a run dir or a last.pt")
     a("--patience", type=int, default=100, help="early stop after this many epochs without improvement")
     a("--cache", action="store_true", help="cache decoded images in RAM")
-    a("--optimizer", default=None, choices=["SGD", "Adam", "AdamW"],
+    a("--optimizer", default=None, choices=OPTIMIZERS,
       help="default: the hyp file's optimizer, else SGD")
     a("--cos-lr", action="store_true", help="cosine LR schedule")
     a("--label-smoothing", type=float, default=None)

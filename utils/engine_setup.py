@@ -16,6 +16,7 @@ import yaml
 from models.yolo import Model
 from utils.checkpoint import model_from_checkpoint, read_checkpoint
 from utils.logger import LOG
+from utils.optim import OPTIMIZERS
 from utils.torch_utils import unwrap
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,7 +66,7 @@ def resolve_optimizer(flag: str | None, hyp: dict[str, Any], hyp_path: str) -> s
     """--optimizer if given, else the hyp file's `optimizer:` (a file tuned for one optimizer's lr0, such as
     small-objects-dfl.yaml, names it), else SGD."""
     name = flag or hyp.get("optimizer") or "SGD"
-    if name not in ("SGD", "Adam", "AdamW"):
+    if name not in OPTIMIZERS:
         raise ValueError(f"--hyp {hyp_path}: optimizer {name!r}: choose SGD, Adam or AdamW")
     return name
 

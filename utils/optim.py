@@ -8,6 +8,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+OPTIMIZERS = ("SGD", "Adam", "AdamW")  # --optimizer and a hyp file's `optimizer:` choose among these
+
 
 def build_optimizer(model: nn.Module, name: str = "SGD", lr: float = 0.01, momentum: float = 0.937,
                     decay: float = 5e-4) -> torch.optim.Optimizer:
