@@ -43,7 +43,7 @@ class Trainer:
         self.main = rank in (-1, 0)
         self.epochs = int(opt["epochs"])
         self.nb = len(train_loader)
-        nbs = 64  # nominal batch size: gradients are accumulated up to it
+        nbs = int(hyp.get("nbs", 64))  # nominal batch size: gradients are accumulated up to it
         self.accumulate = max(round(nbs / opt["batch_size"]), 1)
         decay = hyp["weight_decay"] * opt["batch_size"] * self.accumulate / nbs
         self.optimizer = build_optimizer(model, opt.get("optimizer", "SGD"), hyp["lr0"],
