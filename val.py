@@ -25,7 +25,7 @@ if str(ROOT) not in sys.path:
 
 from utils.logger import LOG  # noqa: E402
 from utils.metrics import AREA_RANGES, ConfusionMatrix, DetectionStats, coco_eval  # noqa: E402
-from utils.paths import increment_path  # noqa: E402
+from utils.paths import UniqueStems, increment_path  # noqa: E402
 from utils.postprocess import non_max_suppression, scale_boxes, to_coco_results, xywh2xyxy  # noqa: E402
 from utils.val_report import print_results, save_plots, write_txt  # noqa: E402
 
@@ -144,6 +144,7 @@ def run(data: str | dict = "data/shapes.yaml", weights: str | None = None, model
         save_dir.mkdir(parents=True, exist_ok=True)
         if save_txt:
             (save_dir / "labels").mkdir(exist_ok=True)
+    txt_stem = UniqueStems()  # a/x.jpg and b/x.jpg must not write the same labels/x.txt
 
     sliced = None
     if slice:
@@ -198,7 +199,7 @@ def run(data: str | dict = "data/shapes.yaml", weights: str | None = None, model
                 if save_json or not fast:  # the COCO evaluation runs on exactly these records
                     jdict += to_coco_results(d, image_id, cat_ids if not single_cls else cat_ids[:1])
                 if save_txt:
-                    write_txt(d, meta, save_dir / "labels" / (Path(paths[i]).stem + ".txt"))
+                    write_txt(d, meta, save_dir / "labels" / (txt_stem(paths[i]) + ".txt"))
             t_match += time.perf_counter() - t5
             if plots and bi < 3 and dets is not None:
                 from utils.plots import plot_predictions

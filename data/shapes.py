@@ -148,6 +148,23 @@ def generate(out: str | Path, seed: int = 0, splits: dict[str, int] | None = Non
     return out
 
 
+def _made_here(out: Path) -> bool:
+    """True if `out` is a set this generator wrote (any version or seed): its VERSION marker reads
+    'VERSION SEED'. Only such a folder may be replaced; anything else is the user's."""
+    try:
+        words = (out / "VERSION").read_text().split()
+    except OSError:
+        return False
+    return len(words) >= 2 and all(w.lstrip("-").isdigit() for w in words[:2])
+
+
+def _check_replaceable(out: Path) -> None:
+    if out.exists() and not _made_here(out) and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(
+            f"{out} exists and is not a shapes demo set made by this program (no VERSION marker): "
+            f"refusing to replace it. Point 'path:' at a new or empty folder.")
+
+
 def ensure(out: str | Path, seed: int = 0) -> Path:
     """Generate the set at `out` unless a complete one of this VERSION is there. Built in a
     temporary sibling folder and renamed into place, so concurrent callers (DDP ranks, parallel
@@ -156,13 +173,18 @@ def ensure(out: str | Path, seed: int = 0) -> Path:
     marker = out / "VERSION"
     if marker.is_file() and marker.read_text().split()[:2] == [str(VERSION), str(seed)]:
         return out
+    _check_replaceable(out)  # before any work: never delete what this program did not create
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     tmp.chmod(0o755)  # mkdtemp makes it private; the renamed set should read like any other folder
     try:
         generate(tmp, seed)
         if out.exists() and not (marker.is_file() and marker.read_text().split()[:2] == [str(VERSION), str(seed)]):
-            shutil.rmtree(out, ignore_errors=True)  # an older version or a broken set
+            _check_replaceable(out)  # again: the folder may have changed while we generated
+            if _made_here(out):
+                shutil.rmtree(out, ignore_errors=True)  # an older version or another seed of ours
+            else:
+                out.rmdir()  # empty: rename needs it gone
         try:
             os.rename(tmp, out)
         except OSError:
@@ -179,6 +201,8 @@ if __name__ == "__main__":
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--force", action="store_true", help="regenerate even if present")
     a = ap.parse_args()
-    if a.force:
-        shutil.rmtree(a.out, ignore_errors=True)
+    if a.force and Path(a.out).exists():
+        _check_replaceable(Path(a.out))
+        if _made_here(Path(a.out)):
+            shutil.rmtree(a.out)
     print(f"shapes demo data at {ensure(a.out, a.seed)}")

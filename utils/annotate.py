@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from utils.charts import FONT, color
+from utils.paths import safe_name
 
 
 def line_width(shape: Sequence[int]) -> int:
@@ -69,7 +70,8 @@ def save_crops(img: np.ndarray, det: torch.Tensor | np.ndarray, names: Sequence[
     out = []
     for k, (*xyxy, _, cls) in enumerate(_np(det).tolist()):
         name = names[int(cls)] if 0 <= int(cls) < len(names) else str(int(cls))
-        path = Path(crop_dir) / name / f"{stem}_{k}.jpg"
+        # class names come from data (a COCO json, a checkpoint): one safe folder name each
+        path = Path(crop_dir) / safe_name(name) / f"{safe_name(stem)}_{k}.jpg"
         path.parent.mkdir(parents=True, exist_ok=True)
         if not cv2.imwrite(str(path), crop_box(img, xyxy)):
             raise OSError(f"{path}: cv2 could not write the crop")

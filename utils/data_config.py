@@ -44,7 +44,10 @@ def _generate(name: str, base: Path, yaml_file: Path) -> None:
     spec = importlib.util.spec_from_file_location(f"smalldet_gen_{name}", src)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    mod.ensure(base)
+    try:
+        mod.ensure(base)
+    except OSError as e:  # e.g. `path:` names a folder of the user's: the generator refuses to replace it
+        raise DatasetError(f"{yaml_file}: generate: {name}: {e}") from None
 
 
 def _base_dir(cfg: dict, yaml_file: Path, root: str | None) -> Path:

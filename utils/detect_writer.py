@@ -3,7 +3,6 @@ drawn images, one mp4 per video or stream, YOLO txt labels, crops and COCO-resul
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Sequence
 
@@ -12,6 +11,7 @@ import numpy as np
 
 from utils.annotate import draw_detections, save_crops
 from utils.logger import LOG
+from utils.paths import UniqueStems
 from utils.postprocess import to_coco_results
 from utils.sources import Frame
 from utils.val_report import write_txt
@@ -33,7 +33,7 @@ class DetectionWriter:
         self.save_img, self.save_txt, self.save_json, self.save_crop = save_img, save_txt, save_json, save_crop
         self.draw_kw = dict(line_thickness=line_thickness, hide_labels=hide_labels, hide_conf=hide_conf)
         self.vid_stride = vid_stride
-        self.stems: dict[str, str] = {}
+        self.stems = UniqueStems()
         self.jdict: list[dict] = []
         self.writer: cv2.VideoWriter | None = None
         self.writer_src = ""
@@ -43,17 +43,8 @@ class DetectionWriter:
             (self.dir / "labels").mkdir(exist_ok=True)
 
     def stem(self, path: str) -> str:
-        """A file-name stem for path, unique within this run."""
-        if path not in self.stems:
-            base = re.sub(r"[^\w.-]+", "_", Path(path).stem if "://" not in path else path.split("://")[-1])
-            base, n = base or "stream", 1
-            taken = set(self.stems.values())
-            stem = base
-            while stem in taken:
-                n += 1
-                stem = f"{base}_{n}"
-            self.stems[path] = stem
-        return self.stems[path]
+        """A safe file-name stem for path, unique within this run."""
+        return self.stems(path)
 
     def write(self, frame: Frame, det: np.ndarray) -> None:
         """All outputs of one frame; det (n, 6) [x1, y1, x2, y2, conf, cls] in the frame's pixels."""

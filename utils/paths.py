@@ -1,6 +1,7 @@
-"""Run-directory naming shared by train.py, val.py and detect.py."""
+"""Run-directory and output file naming shared by train.py, val.py and detect.py."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 
@@ -22,3 +23,30 @@ def increment_path(path: str | Path, exist_ok: bool = False, sep: str = "", mkdi
     if mkdir:
         path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def safe_name(text: str, default: str = "_") -> str:
+    """One file-name component from data-derived text (a class name, an image or video name):
+    path separators and other odd characters become '_', leading dots go (no '..', no hidden
+    files), so that a name from a COCO json or a checkpoint can never write outside its folder."""
+    return re.sub(r"[^\w.-]+", "_", str(text)).lstrip(".") or default
+
+
+class UniqueStems:
+    """Source path -> a safe file-name stem, unique within one run: two images named a.jpg in
+    different folders become 'a' and 'a_2' instead of overwriting each other's outputs."""
+
+    def __init__(self) -> None:
+        self.stems: dict[str, str] = {}
+        self.taken: set[str] = set()
+
+    def __call__(self, path: str) -> str:
+        if path not in self.stems:
+            base = safe_name(Path(path).stem if "://" not in path else path.split("://")[-1], "stream")
+            stem, n = base, 1
+            while stem in self.taken:
+                n += 1
+                stem = f"{base}_{n}"
+            self.stems[path] = stem
+            self.taken.add(stem)
+        return self.stems[path]

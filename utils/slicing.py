@@ -24,6 +24,7 @@ from utils.inference import model_device, model_stride, predict_batch, predict_i
 
 MERGE_MODES = ("nms", "wbf")
 Window = tuple[int, int, int, int]
+MAX_WINDOWS = 10_000  # per image: a 20,000 px square at --slice 256 is ~2,500; more means a mistyped flag
 TilePredictor = Callable[[list[np.ndarray]], list[torch.Tensor]]  # same-shape tiles -> (n, 6) in tile px
 
 
@@ -48,8 +49,11 @@ def slice_windows(h: int, w: int, size: int, overlap: float = 0.2) -> list[Windo
     if h < 1 or w < 1:
         raise ValueError(f"slice_windows: empty image {h}x{w}")
     size = int(size)
-    return [(x, y, min(x + size, w), min(y + size, h)) for y in _starts(h, size, overlap)
-            for x in _starts(w, size, overlap)]
+    ys, xs = _starts(h, size, overlap), _starts(w, size, overlap)
+    if len(ys) * len(xs) > MAX_WINDOWS:
+        raise ValueError(f"--slice {size} --overlap {overlap} cuts a {w}x{h} image into {len(ys) * len(xs)} "
+                         f"windows (at most {MAX_WINDOWS}): use a larger --slice or a smaller --overlap")
+    return [(x, y, min(x + size, w), min(y + size, h)) for y in ys for x in xs]
 
 
 def merge_detections(det: torch.Tensor, iou_thres: float = 0.45, mode: str = "nms", max_det: int = 1000,
@@ -145,5 +149,8 @@ def sliced_predict(model: torch.nn.Module, img: np.ndarray, slice: int = 640, ov
     kw = dict(conf_thres=conf_thres, iou_thres=iou_thres, classes=classes, max_det=max_det, agnostic=agnostic,
               multi_label=multi_label, half=half)
     extra = predict_image(model, img, imgsz or slice, **kw) if full else None
-    tiles = model_tile_predictor(model, slice, imgsz, **kw)
-    return sliced_inference(img, tiles, slice, overlap, batch, iou_thres, merge, max_det, extra, agnostic)
+    # an image smaller than the window is one window of its own size: the zoom is imgsz over that,
+    # not over slice (else a 256 px image at --slice 512 would run at half of imgsz)
+    win = min(int(slice), max(img.shape[:2]))
+    tiles = model_tile_predictor(model, win, imgsz, **kw)
+    return sliced_inference(img, tiles, win, overlap, batch, iou_thres, merge, max_det, extra, agnostic)

@@ -1,0 +1,155 @@
+"""Bad input loses nothing and escapes nowhere (issue: reliability). Each test failed before its fix."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import yaml
+
+import val
+from data import shapes
+from tests.conftest import make_coco
+from utils.annotate import save_crops
+from utils.data_config import DatasetError, load_data_config
+from utils.paths import UniqueStems, safe_name
+from utils.slicing import MAX_WINDOWS, slice_windows, sliced_predict
+
+
+# ---------------------------------------------------------------- 1. a data YAML must never delete a folder
+def _shapes_yaml(tmp_path: Path, target: Path) -> Path:
+    src = yaml.safe_load((Path(__file__).resolve().parent.parent / "data" / "shapes.yaml").read_text())
+    src["path"] = str(target)
+    p = tmp_path / "copy.yaml"
+    p.write_text(yaml.safe_dump(src))
+    return p
+
+
+def test_generate_refuses_a_folder_it_did_not_create(tmp_path):
+    mine = tmp_path / "my_photos"
+    (mine / "sub").mkdir(parents=True)
+    (mine / "sub" / "holiday.jpg").write_bytes(b"precious")
+    with pytest.raises(DatasetError, match=r"my_photos.*refusing"):
+        load_data_config(str(_shapes_yaml(tmp_path, mine)))
+    assert (mine / "sub" / "holiday.jpg").read_bytes() == b"precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["copy.yaml", "my_photos"]  # no temp folder left
+
+
+def test_generate_replaces_only_its_own_older_sets(tmp_path, monkeypatch):
+    monkeypatch.setattr(shapes, "SPLITS", {"train": 2, "val": 1})  # a small set: the logic, not the drawing
+    ours = tmp_path / "old_demo"
+    ours.mkdir()
+    (ours / "VERSION").write_text(f"{shapes.VERSION - 1} 0\n")  # an older set this generator wrote
+    (ours / "stale.txt").write_text("x")
+    shapes.ensure(ours)
+    assert (ours / "VERSION").read_text().split()[:2] == [str(shapes.VERSION), "0"]
+    assert not (ours / "stale.txt").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    shapes.ensure(empty)  # an empty folder is filled
+    assert (empty / "annotations" / "instances_val.json").is_file()
+    a_file = tmp_path / "a_file"
+    a_file.write_text("keep")
+    with pytest.raises(FileExistsError, match="a_file"):
+        shapes.ensure(a_file)
+    assert a_file.read_text() == "keep"
+
+
+# ---------------------------------------------------------------- 2. names from data stay inside the run folder
+@pytest.mark.parametrize("name", ["../../escaped", "/tmp/abs_escape", "..", ".hidden", "a/b\\c", ""])
+def test_safe_name_is_one_harmless_component(name):
+    s = safe_name(name)
+    assert s and "/" not in s and "\\" not in s and not s.startswith(".")
+
+
+def test_save_crops_with_hostile_class_names_stays_in_the_crop_dir(tmp_path):
+    crop_dir = tmp_path / "run" / "crops"
+    img = np.full((40, 40, 3), 100, np.uint8)
+    det = torch.tensor([[0, 0, 10, 10, 0.9, 0], [5, 5, 20, 20, 0.8, 1], [1, 1, 9, 9, 0.7, 2]])
+    names = ["../../escaped", str(tmp_path / "abs_escape"), ".."]
+    paths = save_crops(img, det, names, crop_dir, stem="../../../up")
+    root = crop_dir.resolve()
+    for p in paths:
+        assert p.is_file() and root in p.resolve().parents, p
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # nothing written beside the run folder
+
+
+def test_unique_stems_never_collide_and_stay_safe():
+    stems = UniqueStems()
+    got = [stems(p) for p in ("a/x.jpg", "b/x.jpg", "c/x.png", "a/x.jpg", "../../x.jpg", "rtsp://cam/1")]
+    assert got[:4] == ["x", "x_2", "x_3", "x"]  # the same source keeps its stem
+    assert got[4] == "x_4" and "/" not in got[5]
+
+
+def test_val_save_txt_keeps_same_named_images_in_different_folders(tmp_path):
+    """Two val images named img.png in folders a/ and b/ must give two label files."""
+    data = make_coco(tmp_path / "set", n_train=2, n_val=2, size=64)
+    root = data.parent
+    ann = json.loads((root / "annotations" / "instances_val.json").read_text())
+    for sub, im in zip("ab", ann["images"]):
+        (root / "images" / "val" / sub).mkdir()
+        shutil.move(root / "images" / "val" / im["file_name"], root / "images" / "val" / sub / "img.png")
+        im["file_name"] = f"{sub}/img.png"
+    (root / "annotations" / "instances_val.json").write_text(json.dumps(ann))
+    from models.yolo import Model
+    from utils.checkpoint import checkpoint_yaml, save_checkpoint
+    torch.manual_seed(0)
+    m = Model("yolov5n.yaml", nc=2)
+    m.names, m.cat_ids = ["square", "disc"], [3, 7]
+    save_checkpoint({"model_yaml": checkpoint_yaml(m), "model": m.state_dict(), "names": m.names,
+                     "cat_ids": m.cat_ids}, tmp_path / "w.pt")
+    res = val.main(["--data", str(data), "--weights", str(tmp_path / "w.pt"), "--imgsz", "64", "--device", "cpu",
+                    "--project", str(tmp_path / "runs"), "--workers", "0", "--save-txt", "--noplots"])
+    labels = sorted(p.name for p in (Path(res["save_dir"]) / "labels").iterdir())
+    assert labels == ["img.txt", "img_2.txt"]
+
+
+# ---------------------------------------------------------------- 4 and 8. slicing flags
+class _SizeRecorder(torch.nn.Module):
+    """Stands in for a detector: records the input size and finds nothing."""
+
+    def __init__(self):
+        super().__init__()
+        self.stride = torch.tensor([8.0, 16.0, 32.0])
+        self.w = torch.nn.Parameter(torch.zeros(1))
+        self.sizes: list[tuple[int, int]] = []
+
+    def forward(self, x):
+        self.sizes.append(tuple(x.shape[2:]))
+        return torch.zeros(x.shape[0], 1, 7)
+
+
+def test_slice_larger_than_the_image_runs_it_at_imgsz_not_shrunk():
+    m = _SizeRecorder()
+    img = np.zeros((256, 256, 3), np.uint8)
+    sliced_predict(m, img, slice=512, imgsz=256, conf_thres=0.1)
+    assert m.sizes == [(256, 256)]  # was (128, 128): the factor imgsz / slice shrank it to half
+    m.sizes.clear()
+    sliced_predict(m, np.zeros((200, 900, 3), np.uint8), slice=512, imgsz=512, conf_thres=0.1)
+    assert set(m.sizes) == {(224, 512)}  # a real slice of a wider image: native scale, padded to the stride
+
+
+def test_too_many_windows_is_refused_with_the_flags_named():
+    with pytest.raises(ValueError, match=r"--slice 1 --overlap 0.2.*windows"):
+        slice_windows(1000, 1000, 1, 0.2)
+    with pytest.raises(ValueError, match=r"--overlap 0.99"):
+        slice_windows(4000, 4000, 64, 0.99)
+    assert len(slice_windows(4000, 4000, 64, 0.2)) <= MAX_WINDOWS  # an ordinary request still works
+
+
+def test_detect_cli_reports_a_bad_slice_in_one_line(tmp_path):
+    import detect
+    from models.yolo import Model
+    from utils.checkpoint import checkpoint_yaml, save_checkpoint
+    m = Model("yolov5n.yaml", nc=2)
+    m.names, m.cat_ids = ["a", "b"], [1, 2]
+    save_checkpoint({"model_yaml": checkpoint_yaml(m), "model": m.state_dict(), "names": m.names,
+                     "cat_ids": m.cat_ids}, tmp_path / "w.pt")
+    cv2.imwrite(str(tmp_path / "img.png"), np.zeros((300, 300, 3), np.uint8))
+    with pytest.raises(SystemExit, match=r"detect.py: error: --slice 2 .*windows"):
+        detect.main(["--weights", str(tmp_path / "w.pt"), "--source", str(tmp_path / "img.png"), "--slice", "2",
+                     "--device", "cpu", "--project", str(tmp_path / "runs")])
