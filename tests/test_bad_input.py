@@ -153,3 +153,43 @@ def test_detect_cli_reports_a_bad_slice_in_one_line(tmp_path):
     with pytest.raises(SystemExit, match=r"detect.py: error: --slice 2 .*windows"):
         detect.main(["--weights", str(tmp_path / "w.pt"), "--source", str(tmp_path / "img.png"), "--slice", "2",
                      "--device", "cpu", "--project", str(tmp_path / "runs")])
+
+
+# ---------------------------------------------------------------- 5. hyperparameters: names, types, ranges
+def _hyp_file(tmp_path: Path, text: str) -> str:
+    p = tmp_path / "h.yaml"
+    p.write_text(text)
+    return str(p)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("lr0: 0.01\nmosiac: 0.0\n", r"h\.yaml: unknown hyperparameter 'mosiac' \(did you mean 'mosaic'\?\)"),
+    ("lr0: 0.01\nfliplr: 2.5\n", r"h\.yaml: fliplr: 2\.5 is outside \[0, 1\]"),
+    ("lr0: 0.01\nmosaic: yes\n", r"h\.yaml: mosaic: expected a number, got True"),
+    ("lr0: 0\n", r"h\.yaml: lr0: 0\.0 must be > 0"),
+    ("lr0: 0.01\nclose_mosaic: 2.5\n", r"h\.yaml: close_mosaic: expected a whole number"),
+    ("lr0: 0.01\nweight_decay: -1\n", r"h\.yaml: weight_decay: -1\.0 must be >= 0"),
+])
+def test_hyp_file_errors_name_the_file_and_key(tmp_path, text, message):
+    from utils.engine_setup import load_hyp
+    with pytest.raises(ValueError, match=message):
+        load_hyp(_hyp_file(tmp_path, text))
+
+
+def test_hyp_file_numbers_in_yaml11_form_and_missing_keys_take_the_defaults(tmp_path):
+    from utils.engine_setup import load_hyp
+    from utils.hyp import default_hyp
+    hyp = load_hyp(_hyp_file(tmp_path, "lr0: 1e-3\n"))  # YAML 1.1 reads 1e-3 as a string
+    assert hyp["lr0"] == 0.001 and isinstance(hyp["lr0"], float)
+    assert hyp["weight_decay"] == default_hyp()["weight_decay"]  # was KeyError 'weight_decay'
+    assert set(hyp) == set(default_hyp())
+
+
+def test_hyp_set_values_are_checked_like_the_file(tmp_path):
+    from utils.engine_setup import load_hyp, parse_hyp_set
+    hyp = load_hyp("configs/hyps/default.yaml")
+    assert parse_hyp_set(["lr0=1e-3", "close_mosaic=3"], hyp, "d.yaml") == {"lr0": 0.001, "close_mosaic": 3}
+    with pytest.raises(ValueError, match=r"--hyp-set 'fliplr=2.5': fliplr: 2\.5 is outside"):
+        parse_hyp_set(["fliplr=2.5"], hyp, "d.yaml")
+    with pytest.raises(ValueError, match=r"--hyp-set 'tile=yes': tile: expected a number"):
+        parse_hyp_set(["tile=yes"], hyp, "d.yaml")

@@ -15,6 +15,7 @@ import yaml
 
 from models.yolo import Model
 from utils.checkpoint import model_from_checkpoint, read_checkpoint
+from utils.hyp import check_hyp, check_value
 from utils.logger import LOG
 from utils.optim import OPTIMIZERS
 from utils.torch_utils import unwrap
@@ -34,7 +35,7 @@ def repo_path(path: str) -> str:
 
 
 def load_hyp(path: str) -> dict[str, Any]:
-    """Hyperparameter YAML -> dict, with errors that name the file."""
+    """Hyperparameter YAML -> a complete, checked dict (utils/hyp.py), with errors that name the file."""
     p = Path(repo_path(path))
     try:
         hyp = yaml.safe_load(p.read_text())
@@ -44,12 +45,12 @@ def load_hyp(path: str) -> dict[str, Any]:
         raise ValueError(f"--hyp {path}: malformed YAML: {e}") from None
     if not isinstance(hyp, dict) or "lr0" not in hyp:
         raise ValueError(f"--hyp {path}: expected a mapping with at least lr0")
-    return hyp
+    return check_hyp(hyp, f"--hyp {path}")
 
 
 def parse_hyp_set(items: list[str], hyp: dict[str, Any], source: str) -> dict[str, Any]:
-    """['tile=0', 'nwd=1.0'] -> {'tile': 0, 'nwd': 1.0}; keys must exist in the hyp file (typos fail
-    loudly instead of training with a setting nobody reads)."""
+    """['tile=0', 'nwd=1.0'] -> {'tile': 0.0, 'nwd': 1.0}; keys must exist in the hyp file (typos fail
+    loudly instead of training with a setting nobody reads), values are checked like the file's."""
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -58,7 +59,7 @@ def parse_hyp_set(items: list[str], hyp: dict[str, Any], source: str) -> dict[st
         if key not in hyp:
             raise ValueError(f"--hyp-set {item!r}: {source} has no hyperparameter {key!r} "
                              f"(known: {', '.join(sorted(hyp))})")
-        out[key] = yaml.safe_load(value)
+        out[key] = check_value(key, yaml.safe_load(value), hyp[key], f"--hyp-set {item!r}")
     return out
 
 
