@@ -161,6 +161,7 @@ def run(data: str | dict = "data/shapes.yaml", weights: str | None = None, model
     n_img = 0
     shape = None
     t_match = 0.0
+    n_unreadable = 0
     try:  # the caller's model goes back to train mode even if evaluation fails
         bar = tqdm(dataloader, desc=f"{'val' if fast else task:>10}", leave=verbose, disable=not (verbose or fast),
                    bar_format="{l_bar}{bar:20}{r_bar}")
@@ -177,7 +178,8 @@ def run(data: str | dict = "data/shapes.yaml", weights: str | None = None, model
                 dets = non_max_suppression(preds, conf_thres, iou_thres, multi_label=multi_label, max_det=max_det)
                 dets_orig = [scale_boxes(d, m) for d, m in zip(dets, metas)]
             else:  # each original image tiled at slice px, merged by the slicing module
-                dets_orig = [sliced(model, _read_orig(dataset, p, m), slice=slice, overlap=overlap,
+                dets_orig = [torch.zeros((0, 6)) if m.get("unreadable") else
+                             sliced(model, _read_orig(dataset, p, m), slice=slice, overlap=overlap,
                                     conf_thres=conf_thres, iou_thres=iou_thres, max_det=max_det, imgsz=imgsz,
                                     full=slice_full, multi_label=multi_label, half=amp) for p, m in zip(paths, metas)]
                 dets = None
@@ -189,6 +191,9 @@ def run(data: str | dict = "data/shapes.yaml", weights: str | None = None, model
             t_pre, t_inf, t_nms, n_img = t_pre + t1 - t0, t_inf + t2 - t1, t_nms + t3 - t2, n_img + len(imgs)
             t5 = time.perf_counter()
             for i, (d, meta) in enumerate(zip(dets_orig, metas)):
+                if meta.get("unreadable"):  # the loader warned and named it; scored as if not in the split
+                    n_unreadable += 1
+                    continue
                 gt = _gt_orig(targets, i, meta, single_cls)
                 d = d.detach().cpu().double()
                 image_id = int(meta["image_id"])
@@ -207,8 +212,10 @@ def run(data: str | dict = "data/shapes.yaml", weights: str | None = None, model
     finally:
         if was_training:
             model.train()
-    if n_img == 0:
-        raise ValueError(f"{data_src}: the {split} split yielded no images")
+    if n_img == 0 or n_unreadable == n_img:
+        raise ValueError(f"{data_src}: the {split} split yielded no {'readable ' if n_img else ''}images")
+    if n_unreadable:
+        LOG.warning(f"{n_unreadable} of {n_img} {split} images could not be decoded and were left out of the scores")
 
     speed = {"preprocess": 1e3 * t_pre / n_img, "inference": 1e3 * t_inf / n_img, "nms": 1e3 * t_nms / n_img}
     t4 = time.perf_counter()
@@ -233,7 +240,7 @@ def run(data: str | dict = "data/shapes.yaml", weights: str | None = None, model
         row["name"] = names[row["class"]]
         row["category_id"] = int(cat_ids[row["class"]]) if not single_cls else -1
     res.update(precision=fast_res["precision"], recall=fast_res["recall"], per_class=per_class, speed=speed,
-               images=fast_res["images"], instances=fast_res["instances"],
+               images=fast_res["images"], instances=fast_res["instances"], unreadable_images=n_unreadable,
                fitness=0.1 * max(res["AP50"], 0) + 0.9 * max(res["AP"], 0),
                save_dir=str(save_dir) if save_dir else "")
     if verbose:

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, get_worker
 if __package__ in (None, ""):  # python utils/dataset.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from utils.augment import (augment_hsv, flip_lr, flip_ud, letterbox, mixup, mosaic4,  # noqa: E402
+from utils.augment import (PAD_VALUE, augment_hsv, flip_lr, flip_ud, letterbox, mixup, mosaic4,  # noqa: E402
                            random_affine, xyxy_to_cxcywh)
 from utils.coco_data import DatasetError, load_coco  # noqa: E402
 from utils.copy_paste import copy_paste_small  # noqa: E402
@@ -86,7 +86,7 @@ class CocoDataset(Dataset):
     def box_stats(self) -> dict[str, int]:
         """Boxes kept and dropped by augmentation so far (all workers): dropped_small are boxes
         still in view but below hyp min_box_px; dropped_cut were pushed mostly out of the frame.
-        unreadable_images: loads that failed to decode and were replaced (training only)."""
+        unreadable_images: loads that failed to decode (replaced in training, left out in evaluation)."""
         return dict(zip(STAT_KEYS, self.stats.sum(0).tolist()))
 
     @property
@@ -194,21 +194,31 @@ class CocoDataset(Dataset):
     def __getitem__(self, index: int):
         """Item `index`. An image that passed the header check but fails to decode now (corrupt
         data, file changed) is replaced by a random other one in training, with a warning naming
-        it and a count in box_stats(); evaluation stops with the error, as it must see every image."""
+        it and a count in box_stats(). In evaluation it becomes a blank placeholder whose meta says
+        `unreadable`: val leaves it out and counts it, rather than losing the whole epoch."""
         i, last = int(index), ""
         for _ in range(LOAD_RETRIES):
             try:
                 return self._get(i)
             except OSError as e:
-                if not self.augment:
-                    raise
                 last = str(e)
                 self._count(0, 0, 0, 1)
                 if i not in self._bad:
                     self._bad.add(i)
-                    LOG.warning(f"{last}; replaced by another image for this sample")
+                    LOG.warning(f"{last}; " + ("replaced by another image for this sample" if self.augment
+                                               else "left out of the evaluation"))
+                if not self.augment:
+                    return self._placeholder(i)
                 i = self._other_index()
         raise OSError(f"{self.json_path}: {LOAD_RETRIES} images in a row could not be read; last: {last}")
+
+    def _placeholder(self, i: int):
+        """A padding-grey image of the shape item i would have had, no labels, meta unreadable."""
+        shape = tuple(self.batch_shapes[i // self.batch_size]) if self.rect else (self.imgsz, self.imgsz)
+        img = torch.full((3, *(int(v) for v in shape)), PAD_VALUE, dtype=torch.uint8)
+        meta = {"image_id": int(self.image_ids[i]), "orig_shape": tuple(int(v) for v in self.shapes[i]),
+                "ratio": (1.0, 1.0), "pad": (0.0, 0.0), "unreadable": True}
+        return img, torch.zeros((0, 5)), self.files[i], meta
 
     def _other_index(self) -> int:
         """A random index, avoiding images this process already failed to read."""
