@@ -149,7 +149,7 @@ if __name__ == "__main__":
     o = parse_opt()
     try:
         res = main(o)
-    except (CheckpointError, TrainingStopped, FileNotFoundError, ValueError) as e:
-        sys.exit(f"error: {e}")
+    except (CheckpointError, TrainingStopped, OSError, ValueError) as e:  # OSError: unwritable folder, full disk
+        sys.exit(f"train.py: error: {e}")
     if res.get("interrupted"):
         sys.exit(128 + int(res.get("signal") or 2))

@@ -293,7 +293,7 @@ def main(argv: list[str] | None = None) -> dict:
     from utils.checkpoint import CheckpointError
     try:
         return run(**opt)
-    except (ValueError, CheckpointError, FileNotFoundError) as e:
+    except (ValueError, CheckpointError, OSError) as e:  # OSError: unwritable folder, full disk
         raise SystemExit(f"val.py: error: {e}") from None
 
 

@@ -63,7 +63,7 @@ def parse_model(cfg: dict[str, Any], ch: int) -> tuple[nn.Sequential, list[int],
         except (TypeError, ValueError, IndexError, ZeroDivisionError) as e:
             raise ModelConfigError(f"{loc}: bad args {args!r} for {mname}: {e}") from None
         abs_from = [x if x >= 0 else idx + x for x in froms]
-        module.i, module.f, module.type = idx, (f if isinstance(f, list) else f), mname
+        module.i, module.f, module.type, module.loc = idx, (f if isinstance(f, list) else f), mname, loc
         save.update(a for x, a in zip(froms, abs_from) if x != -1)  # -1 is passed along directly
         layers.append(module)
         chs.append(c_out)
@@ -108,9 +108,19 @@ class Model(nn.Module):
     def _init_strides(self, ch: int) -> None:
         det = self.detect
         s = 256
-        with torch.no_grad():
-            self.train()
-            out = self.forward(torch.zeros(1, ch, s, s))
+        ran: list[nn.Module] = []  # the layers entered so far: the last one is where a bad config fails
+        hooks = [m.register_forward_pre_hook(lambda mod, _: ran.append(mod)) for m in self.model]
+        try:
+            with torch.no_grad():
+                self.train()
+                out = self.forward(torch.zeros(1, ch, s, s))
+        except RuntimeError as e:  # shapes that only clash when run: a 'from' at another resolution, k=0, ...
+            m = ran[-1]
+            raise ModelConfigError(f"{m.loc}: {m.type} fails on its input in a {s} px test pass: "
+                                   f"{str(e).splitlines()[0]}") from None
+        finally:
+            for h in hooks:
+                h.remove()
         det.stride.copy_(torch.tensor([s / o.shape[-2] for o in out]))
         if isinstance(self.yaml.get("anchors", 3), int):
             a = default_anchors([int(v) for v in det.stride.tolist()], det.na)

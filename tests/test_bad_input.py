@@ -193,3 +193,119 @@ def test_hyp_set_values_are_checked_like_the_file(tmp_path):
         parse_hyp_set(["fliplr=2.5"], hyp, "d.yaml")
     with pytest.raises(ValueError, match=r"--hyp-set 'tile=yes': tile: expected a number"):
         parse_hyp_set(["tile=yes"], hyp, "d.yaml")
+
+
+# ---------------------------------------------------------------- 7. --exist-ok starts results.csv afresh
+@pytest.mark.slow
+def test_exist_ok_new_run_does_not_append_to_the_old_results(tiny_coco, tmp_path):
+    import csv
+
+    import train
+    kw = dict(data=str(tiny_coco), cfg="yolov5n.yaml", imgsz=64, batch_size=4, workers=0, epochs=2,
+              project=str(tmp_path), name="same", exist_ok=True, noplots=True, noval=True)
+    train.run(**kw)
+    train.run(**kw)
+    with open(tmp_path / "same" / "results.csv") as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0, 1]  # was 0, 1, 0, 1
+
+
+# ---------------------------------------------------------------- 3. one undecodable val image
+def test_an_undecodable_val_image_is_left_out_and_counted(tmp_path):
+    data = make_coco(tmp_path / "set", n_train=2, n_val=4, size=64)
+    root = data.parent
+    ann = json.loads((root / "annotations" / "instances_val.json").read_text())
+    bad = root / "images" / "val" / ann["images"][1]["file_name"]
+    bad.write_bytes(bad.read_bytes()[:60])  # the PNG header survives, the pixels do not
+    from models.yolo import Model
+    from utils.checkpoint import checkpoint_yaml, save_checkpoint
+    m = Model("yolov5n.yaml", nc=2)
+    m.names, m.cat_ids = ["square", "disc"], [3, 7]
+    save_checkpoint({"model_yaml": checkpoint_yaml(m), "model": m.state_dict(), "names": m.names,
+                     "cat_ids": m.cat_ids}, tmp_path / "w.pt")
+    res = val.main(["--data", str(data), "--weights", str(tmp_path / "w.pt"), "--imgsz", "64", "--device", "cpu",
+                    "--project", str(tmp_path / "runs"), "--workers", "0", "--noplots", "--batch-size", "2"])
+    assert res["unreadable_images"] == 1 and res["images"] == 3  # was: OSError, no scores at all
+
+
+# ---------------------------------------------------------------- 9. one named error, not a traceback
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _bad_model_yaml(tmp_path: Path, old: str, new: str) -> str:
+    text = (ROOT / "configs" / "models" / "yolov5.yaml").read_text()
+    assert old in text
+    p = tmp_path / "bad.yaml"
+    p.write_text(text.replace(old, new))
+    return str(p)
+
+
+@pytest.mark.parametrize("old, new, message", [
+    ("[-1, 1, Conv, [128, 3, 2]]", "[-1, 1, Conv, [128, 0, 2]]", r"bad\.yaml line 18: Conv fails"),
+    ("SPPF, [1024, 5]", "SPPF, [1024, 4]", r"bad\.yaml line 26: SPPF fails"),
+    ("[[-1, 6], 1, Concat, [1]]", "[[-1, 4], 1, Concat, [1]]", r"bad\.yaml line 31: Concat fails"),
+])
+def test_model_yaml_errors_that_show_only_when_run_name_the_line(tmp_path, old, new, message):
+    from models.config import ModelConfigError
+    from models.yolo import Model
+    with pytest.raises(ModelConfigError, match=message):
+        Model(_bad_model_yaml(tmp_path, old, new), nc=2)
+
+
+def _data_with_defaults(tiny_coco: Path, tmp_path: Path, defaults: dict) -> str:
+    d = yaml.safe_load(Path(tiny_coco).read_text())
+    d["defaults"] = defaults
+    p = tmp_path / "with_defaults.yaml"
+    p.write_text(yaml.safe_dump(d))
+    return str(p)
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(batch_size=0), r"--batch-size: expected a whole number >= 1, got 0"),
+    (dict(epochs=0), r"--epochs: expected a whole number >= 1, got 0"),
+    (dict(epochs=-3), r"--epochs: expected a whole number >= 1, got -3"),
+    (dict(imgsz=8), r"--imgsz: expected a whole number >= 32, got 8"),
+    (dict(defaults={"epochs": "ten"}, epochs=None), r"with_defaults\.yaml: defaults: epochs: expected a whole number"),
+    (dict(device="0"), r"--device 0: CUDA is not available"),
+])
+def test_bad_run_options_are_named_and_leave_no_run_folder(tiny_coco, tmp_path, kw, message):
+    import train
+    if kw.get("device") and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: --device 0 is valid here")
+    data = _data_with_defaults(tiny_coco, tmp_path, kw.pop("defaults")) if "defaults" in kw else str(tiny_coco)
+    args = dict(data=data, cfg="yolov5n.yaml", imgsz=64, batch_size=4, workers=0, epochs=1,
+                project=str(tmp_path / "runs"), noplots=True)
+    with pytest.raises(ValueError, match=message):
+        train.run(**{**args, **kw})
+    assert not (tmp_path / "runs").exists()  # refused before anything was written
+
+
+def test_bad_model_config_leaves_no_run_folder(tiny_coco, tmp_path):
+    import train
+    cfg = _bad_model_yaml(tmp_path, "SPPF, [1024, 5]", "SPPF, [1024, 4]")
+    with pytest.raises(ValueError, match="SPPF fails"):
+        train.run(data=str(tiny_coco), cfg=cfg, imgsz=64, batch_size=4, workers=0, epochs=1,
+                  project=str(tmp_path / "runs"))
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script, args, message", [
+    ("train.py", ["--epochs", "0"], "train.py: error: --epochs: expected a whole number >= 1, got 0"),
+    ("train.py", ["--project", "{blocker}/runs"], "train.py: error: [Errno 20] Not a directory"),
+    ("val.py", ["--weights", "{blocker}"], "val.py: error: "),
+])
+def test_cli_ends_with_one_line_and_a_nonzero_exit(tiny_coco, tmp_path, script, args, message):
+    """As a user sees it: no traceback, the last stderr line names the problem, exit status 1."""
+    import subprocess
+    import sys
+    blocker = tmp_path / "a_file"  # a file where a folder is wanted: unwritable even for root
+    blocker.write_text("not a folder")
+    args = [a.format(blocker=blocker) for a in args]
+    common = ["--data", str(tiny_coco), "--imgsz", "64", "--batch-size", "4", "--workers", "0", "--device", "cpu"]
+    if script == "train.py":
+        common += ["--epochs", "1", "--noplots", "--project", str(tmp_path / "runs")]
+    r = subprocess.run([sys.executable, str(ROOT / script), *common, *args], capture_output=True, text=True,
+                       timeout=300, cwd=tmp_path)
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith(message), r.stderr

@@ -76,8 +76,14 @@ def _data_defaults(opt: argparse.Namespace, data: dict) -> None:
     """Flags left unset take the data YAML's `defaults:` block, then the global fallbacks."""
     hints = data.get("defaults") or {}
     for k, v in FALLBACK.items():
+        source = f"--{k.replace('_', '-')}"
         if getattr(opt, k, None) is None:
+            if k in hints:
+                source = f"{data.get('yaml_file', 'data YAML')}: defaults: {k}"
             setattr(opt, k, hints.get(k, v))
+        value, least = getattr(opt, k), 32 if k == "imgsz" else 1
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"{source}: expected a whole number >= {least}, got {value!r}")
 
 
 def build_model(opt: argparse.Namespace, nc: int, names: list[str], cat_ids: list[int],
@@ -125,14 +131,6 @@ def build_run(opt: argparse.Namespace, device: torch.device, rank: int, world: i
     hyp["imgsz"] = opt.imgsz
     names = ["object"] if opt.single_cls else data["names"]
     nc = len(names)
-    save_dir = Path(getattr(opt, "save_dir", "") or increment_path(Path(opt.project) / opt.name, opt.exist_ok))
-    opt.save_dir = str(save_dir)
-    if main_proc:
-        (save_dir / "weights").mkdir(parents=True, exist_ok=True)
-        (save_dir / "hyp.yaml").write_text(yaml.safe_dump(hyp, sort_keys=False))
-        (save_dir / "opt.yaml").write_text(yaml.safe_dump(vars(opt), sort_keys=False))
-        LOG.info(f"Run dir {save_dir}\nhyperparameters: " + ", ".join(f"{k}={v}" for k, v in hyp.items()))
-
     # NHWC weights: oneDNN convolutions train ~20% faster on CPU, and tensor cores want it on GPU
     model = build_model(opt, nc, names, data["cat_ids"], hyp).to(device, memory_format=torch.channels_last)
     gs = max(int(model.stride.max()), 32)
@@ -146,6 +144,14 @@ def build_run(opt: argparse.Namespace, device: torch.device, rank: int, world: i
         val_loader, _ = create_dataloader(
             data["val"], opt.imgsz, per_proc_batch * 2, gs, hyp=hyp, augment=False, rect=True,
             cache=opt.cache, workers=opt.workers, shuffle=False, rank=-1, names=data["names"])
+    # the run folder only once model, data and settings have passed their checks: a bad input leaves nothing
+    save_dir = Path(getattr(opt, "save_dir", "") or increment_path(Path(opt.project) / opt.name, opt.exist_ok))
+    opt.save_dir = str(save_dir)
+    if main_proc:
+        (save_dir / "weights").mkdir(parents=True, exist_ok=True)
+        (save_dir / "hyp.yaml").write_text(yaml.safe_dump(hyp, sort_keys=False))
+        (save_dir / "opt.yaml").write_text(yaml.safe_dump(vars(opt), sort_keys=False))
+        LOG.info(f"Run dir {save_dir}\nhyperparameters: " + ", ".join(f"{k}={v}" for k, v in hyp.items()))
         if not opt.noplots and ckpt is None:
             from utils.label_plot import plot_labels
             plot_labels(train_set, str(save_dir / "labels.png"))

@@ -23,10 +23,10 @@ def select_device(device: str | int | torch.device = "") -> torch.device:
     if d == "mps":
         return torch.device("mps")
     if not torch.cuda.is_available():
-        raise RuntimeError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+        raise ValueError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
     first = d.split(",")[0]
     if not first.isdigit() or int(first) >= torch.cuda.device_count():
-        raise RuntimeError(f"--device {device}: no such GPU (found {torch.cuda.device_count()})")
+        raise ValueError(f"--device {device}: no such GPU (found {torch.cuda.device_count()})")
     return torch.device(f"cuda:{first}")
 
 

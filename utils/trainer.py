@@ -56,6 +56,8 @@ class Trainer:
         self.ema = ModelEMA(model) if self.main else None
         self.start_epoch, self.best_fitness = 0, -1.0
         self.logger = RunLogger(self.save_dir, enabled=self.main)
+        if not ckpt and self.main:  # a new run in a reused folder (--exist-ok): epochs 0, 1, not 0, 1, 0, 1
+            self.logger.csv.unlink(missing_ok=True)
         self.stop_signal: int | None = None
         if ckpt:
             self._restore(ckpt)
