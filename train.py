@@ -112,6 +112,13 @@ def main(opt: argparse.Namespace) -> dict[str, Any]:
         path, ckpt = resolve_resume(opt.resume, opt.project)
         saved = ckpt["opt"]
         keep = {k: getattr(opt, k) for k in ("device", "workers")}
+        # a resumed run goes on as it was started; a flag that would change it is refused, not ignored
+        clash = sorted(k for k, v in vars(opt).items() if k not in (*keep, "resume") and v != DEFAULTS.get(k)
+                       and k in saved and v != saved[k])
+        if clash:
+            given = ", ".join(f"--{k.replace('_', '-')} {getattr(opt, k)} (run: {saved[k]})" for k in clash)
+            raise ValueError(f"--resume {path}: continues the run with its own settings; {given} would change "
+                             f"it. Start a new run with --weights {path} instead")
         opt = argparse.Namespace(**{**DEFAULTS, **saved, **keep})
         opt.resume, opt.save_dir = str(path), str(path.parent.parent)
         if ckpt["epoch"] + 1 >= opt.epochs:

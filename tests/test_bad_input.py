@@ -309,3 +309,63 @@ def test_cli_ends_with_one_line_and_a_nonzero_exit(tiny_coco, tmp_path, script, 
     assert r.returncode == 1, r.stderr
     assert "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith(message), r.stderr
+
+
+# ---------------------------------------------------------------- 10. smaller ones
+def test_stale_checkpoint_temp_files_are_cleaned_and_nothing_else(tmp_path):
+    from utils.checkpoint import save_checkpoint
+    stale = tmp_path / "last.pt.k3x9_a1q.tmp"  # what a kill -9 mid-write leaves (mkstemp's 8 characters)
+    stale.write_bytes(b"half a checkpoint")
+    keep = [tmp_path / "last.pt.my-notes.tmp", tmp_path / "best.pt.k3x9_a1q.tmp", tmp_path / "other.tmp"]
+    for k in keep:
+        k.write_text("not ours to delete")
+    save_checkpoint({"epoch": 3}, tmp_path / "last.pt")
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["epoch"] == 3
+    assert not stale.exists() and all(k.read_text() == "not ours to delete" for k in keep)
+
+
+def test_truncated_video_is_read_with_a_warning(tmp_path, caplog):
+    import logging
+
+    from utils.sources import SourceReader
+    path = tmp_path / "clip.avi"
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for k in range(20):
+        w.write(np.full((48, 64, 3), k * 10, np.uint8))
+    w.release()
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 6 // 10])
+    log = logging.getLogger("smalldet")
+    log.addHandler(caplog.handler)
+    try:
+        n = sum(1 for _ in SourceReader(path))
+    finally:
+        log.removeHandler(caplog.handler)
+    assert 0 < n < 20
+    assert any(f"only {n} of its 20 frames" in r.message for r in caplog.records)
+
+
+@pytest.mark.slow
+def test_empty_train_split_warns_final_eval_uses_workers_and_resume_refuses_new_epochs(tmp_path, monkeypatch, caplog):
+    import logging
+
+    import train
+    data = make_coco(tmp_path / "set", n_train=4, n_val=2, size=64)
+    ann_file = data.parent / "annotations" / "instances_train.json"
+    ann = json.loads(ann_file.read_text())
+    ann["annotations"] = []
+    ann_file.write_text(json.dumps(ann))
+    calls = []
+    real_run = val.run
+    monkeypatch.setattr(val, "run", lambda **kw: calls.append(kw) or real_run(**kw))
+    log = logging.getLogger("smalldet")
+    log.addHandler(caplog.handler)
+    try:
+        res = train.run(data=str(data), cfg="yolov5n.yaml", imgsz=64, batch_size=4, workers=0, epochs=1,
+                        project=str(tmp_path / "runs"), noplots=True)
+    finally:
+        log.removeHandler(caplog.handler)
+    assert any("the train split has no boxes" in r.message for r in caplog.records)
+    assert calls[-1].get("weights") and calls[-1]["workers"] == 0  # the final evaluation: was val's default 2
+    with pytest.raises(ValueError, match=r"--epochs 5 \(run: 1\) would change it"):
+        train.run(resume=res["save_dir"], epochs=5)

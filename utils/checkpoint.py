@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,11 @@ def save_checkpoint(ckpt: dict[str, Any], path: str | Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    # temp files of earlier writes of this path that a kill -9 left behind: only mkstemp's own names
+    ours = re.compile(re.escape(path.name) + r"\.[a-z0-9_]{8}\.tmp")
+    for stale in path.parent.glob(path.name + ".*.tmp"):
+        if ours.fullmatch(stale.name):
+            stale.unlink(missing_ok=True)
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

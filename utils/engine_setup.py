@@ -139,6 +139,9 @@ def build_run(opt: argparse.Namespace, device: torch.device, rank: int, world: i
         data["train"], opt.imgsz, per_proc_batch, gs, hyp=hyp, augment=True, rect=False,
         cache=opt.cache, workers=opt.workers, shuffle=True, seed=opt.seed, rank=rank,
         names=data["names"], single_cls=opt.single_cls)
+    if main_proc and not sum(len(b) for b in train_set.boxes):
+        LOG.warning(f"WARNING {data['train']['json']}: the train split has no boxes: the model can only learn "
+                    f"that there is nothing to find")
     val_loader = None
     if main_proc:
         val_loader, _ = create_dataloader(
@@ -175,7 +178,7 @@ def build_run(opt: argparse.Namespace, device: torch.device, rank: int, world: i
         best = save_dir / "weights" / "best.pt"
         weights = best if best.exists() else save_dir / "weights" / "last.pt"
         LOG.info(f"\nValidating {weights} (full COCO evaluation)")
-        metrics = validator.run(data=data, weights=str(weights), batch_size=per_proc_batch * 2,
+        metrics = validator.run(data=data, weights=str(weights), batch_size=per_proc_batch * 2, workers=opt.workers,
                                 imgsz=opt.imgsz, device=str(device) if device.type != "cuda" else str(device.index),
                                 project=str(save_dir), name="val", exist_ok=True,
                                 plots=not opt.noplots, save_json=True, verbose=True,

@@ -170,6 +170,7 @@ class SourceReader:
         cap, self._cap = self._cap or _open(src), None
         name = f"webcam{src}" if isinstance(src, int) else str(src)
         try:
+            expected = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if kind == "video" else 0
             fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
             fps = fps if math.isfinite(fps) and 0 < fps < 1000 else 30.0  # webcams may report 0 or nonsense
             i = 0
@@ -185,5 +186,8 @@ class SourceReader:
                 i += 1
             if i == 0:
                 raise SourceError(f"{name}: no frame could be read")
+            if 0 < i < expected:  # a truncated or damaged file: say so rather than end quietly
+                LOG.warning(f"WARNING {name}: only {i} of its {expected} frames could be read (truncated or "
+                            f"corrupt video); the rest were skipped")
         finally:
             cap.release()
