@@ -20,6 +20,18 @@ from utils.paths import UniqueStems, safe_name
 from utils.slicing import MAX_WINDOWS, slice_windows, sliced_predict
 
 
+def _untrained_weights(path: Path) -> Path:
+    """An untrained yolov5n checkpoint for the tiny COCO sets (class ids as in tests/conftest.py)."""
+    from models.yolo import Model
+    from utils.checkpoint import checkpoint_yaml, save_checkpoint
+    torch.manual_seed(0)
+    m = Model("yolov5n.yaml", nc=2)
+    m.names, m.cat_ids = ["square", "disc"], [3, 7]
+    save_checkpoint({"model_yaml": checkpoint_yaml(m), "model": m.state_dict(), "names": m.names,
+                     "cat_ids": m.cat_ids}, path)
+    return path
+
+
 # ---------------------------------------------------------------- 1. a data YAML must never delete a folder
 def _shapes_yaml(tmp_path: Path, target: Path) -> Path:
     src = yaml.safe_load((Path(__file__).resolve().parent.parent / "data" / "shapes.yaml").read_text())
@@ -95,13 +107,7 @@ def test_val_save_txt_keeps_same_named_images_in_different_folders(tmp_path):
         shutil.move(root / "images" / "val" / im["file_name"], root / "images" / "val" / sub / "img.png")
         im["file_name"] = f"{sub}/img.png"
     (root / "annotations" / "instances_val.json").write_text(json.dumps(ann))
-    from models.yolo import Model
-    from utils.checkpoint import checkpoint_yaml, save_checkpoint
-    torch.manual_seed(0)
-    m = Model("yolov5n.yaml", nc=2)
-    m.names, m.cat_ids = ["square", "disc"], [3, 7]
-    save_checkpoint({"model_yaml": checkpoint_yaml(m), "model": m.state_dict(), "names": m.names,
-                     "cat_ids": m.cat_ids}, tmp_path / "w.pt")
+    _untrained_weights(tmp_path / "w.pt")
     res = val.main(["--data", str(data), "--weights", str(tmp_path / "w.pt"), "--imgsz", "64", "--device", "cpu",
                     "--project", str(tmp_path / "runs"), "--workers", "0", "--save-txt", "--noplots"])
     labels = sorted(p.name for p in (Path(res["save_dir"]) / "labels").iterdir())
@@ -143,12 +149,7 @@ def test_too_many_windows_is_refused_with_the_flags_named():
 
 def test_detect_cli_reports_a_bad_slice_in_one_line(tmp_path):
     import detect
-    from models.yolo import Model
-    from utils.checkpoint import checkpoint_yaml, save_checkpoint
-    m = Model("yolov5n.yaml", nc=2)
-    m.names, m.cat_ids = ["a", "b"], [1, 2]
-    save_checkpoint({"model_yaml": checkpoint_yaml(m), "model": m.state_dict(), "names": m.names,
-                     "cat_ids": m.cat_ids}, tmp_path / "w.pt")
+    _untrained_weights(tmp_path / "w.pt")
     cv2.imwrite(str(tmp_path / "img.png"), np.zeros((300, 300, 3), np.uint8))
     with pytest.raises(SystemExit, match=r"detect.py: error: --slice 2 .*windows"):
         detect.main(["--weights", str(tmp_path / "w.pt"), "--source", str(tmp_path / "img.png"), "--slice", "2",
@@ -216,12 +217,7 @@ def test_an_undecodable_val_image_is_left_out_and_counted(tmp_path):
     ann = json.loads((root / "annotations" / "instances_val.json").read_text())
     bad = root / "images" / "val" / ann["images"][1]["file_name"]
     bad.write_bytes(bad.read_bytes()[:60])  # the PNG header survives, the pixels do not
-    from models.yolo import Model
-    from utils.checkpoint import checkpoint_yaml, save_checkpoint
-    m = Model("yolov5n.yaml", nc=2)
-    m.names, m.cat_ids = ["square", "disc"], [3, 7]
-    save_checkpoint({"model_yaml": checkpoint_yaml(m), "model": m.state_dict(), "names": m.names,
-                     "cat_ids": m.cat_ids}, tmp_path / "w.pt")
+    _untrained_weights(tmp_path / "w.pt")
     res = val.main(["--data", str(data), "--weights", str(tmp_path / "w.pt"), "--imgsz", "64", "--device", "cpu",
                     "--project", str(tmp_path / "runs"), "--workers", "0", "--noplots", "--batch-size", "2"])
     assert res["unreadable_images"] == 1 and res["images"] == 3  # was: OSError, no scores at all
