@@ -1,16 +1,28 @@
 """Building blocks from the small-object literature, offered as YAML modules.
 
-SE attention, ASPP, deformable conv, MBConv, dense blocks and transposed-conv upsampling.
-(Dilated and group convs live in blocks.py beside Conv, since they are Conv with one knob.)
+SE attention, ASPP, deformable conv, MBConv, dense blocks (with DenseNet's average-pool
+transition) and transposed-conv upsampling. (Dilated and group convs live in blocks.py beside
+Conv, since they are Conv with one knob.)
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
+from torch.utils.flop_counter import register_flop_formula
 from torchvision.ops import DeformConv2d
 
 from models.blocks import Conv
-from models.registry import SameChannels, YamlSpec, register
+from models.registry import SameChannels, YamlSpec, make_divisible, register
+
+
+@register_flop_formula(torch.ops.torchvision.deform_conv2d)
+def _deform_conv2d_flops(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
+    """torch's FlopCounterMode knows no torchvision ops and would count DeformConv as 0 FLOPs:
+    count it as the dense conv of the same shape (2 x multiply-adds); the bilinear sampling of
+    the input (~4 reads per tap and input channel) is left out, as for any conv's im2col."""
+    return 2 * math.prod(out_shape) * math.prod(w_shape[1:])
 
 
 @register()
@@ -40,7 +52,9 @@ class ASPP(YamlSpec, nn.Module):
         c_ = c1 // 2
         self.branches = nn.ModuleList(
             Conv(c1, c_, 1) if r == 1 else Conv(c1, c_, 3, d=r) for r in rates)
-        self.pool = Conv(c1, c_, 1)
+        # no BatchNorm on the pooled 1x1 map: in training it has one value per channel and
+        # image, so BN fails at batch 1 (Model's stride dry run, batch-1 training) and is noisy above
+        self.pool = nn.Sequential(nn.Conv2d(c1, c_, 1), nn.SiLU())
         self.project = Conv(c_ * (len(rates) + 1), c2, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -90,6 +104,18 @@ class MBConv(YamlSpec, nn.Module):
         y = self.project(self.se(self.dw(self.expand(x))))
         return x + y if self.add else y
 
+    @classmethod
+    def from_yaml(cls, ch: list[int], args: list, n: int, width: float) -> tuple[nn.Module, int]:
+        # An EfficientNet stage of n blocks strides (and changes width) in its first block only;
+        # the default contract would repeat the stride in every block.
+        c2 = make_divisible(args[0] * width, 8)
+        rest = list(args[1:])
+        first = cls(ch[0], c2, *rest)
+        if n == 1:
+            return first, c2
+        later = [rest[0], 1, *rest[2:]] if len(rest) >= 2 else rest
+        return nn.Sequential(first, *(cls(c2, c2, *later) for _ in range(n - 1))), c2
+
 
 class _DenseLayer(nn.Module):
     def __init__(self, c1: int, growth: int, bottleneck: int = 4):
@@ -115,6 +141,27 @@ class DenseBlock(YamlSpec, nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.transition(self.m(x))
+
+    @classmethod
+    def from_yaml(cls, ch: list[int], args: list, n: int, width: float) -> tuple[nn.Module, int]:
+        # growth is a width too: scale it with width_multiple (as c2), so that a YAML written with
+        # DenseNet's growth of 32 keeps its proportions at every scale (8 at n, 16 at s)
+        c2 = make_divisible(args[0] * width, 8)
+        growth = make_divisible((args[1] if len(args) > 1 else 32) * width, 8)
+        return cls(ch[0], c2, n, growth, *args[2:]), c2
+
+
+@register()
+class AvgPool(SameChannels, nn.Module):
+    """k x k average pooling with stride k: DenseNet's transition downsampling (after the 1x1
+    compression, which DenseBlock ends with). Parameter-free. YAML args: [k=2]."""
+
+    def __init__(self, c1: int, k: int = 2):
+        super().__init__()
+        self.pool = nn.AvgPool2d(k, k, ceil_mode=True)  # ceil: odd sizes keep YOLO's H/stride rounding up
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(x)
 
 
 @register()
