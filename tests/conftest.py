@@ -2,7 +2,14 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+
+# One math thread per process, set before torch loads (and inherited by the train.py / torchrun
+# children): the end-to-end tests run loader workers and subprocesses beside the main process, and
+# with a thread pool per process on 2 cores the suite spent most of its time oversubscribed
+# (measured: 17.7 min vs 3.2 min). Speed is benchmarked in benchmarks/, never here.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import cv2
 import numpy as np

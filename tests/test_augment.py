@@ -263,3 +263,63 @@ def test_dropped_tiny_boxes_are_reported_by_the_loader(tmp_path, workers):
     assert totals[1.0][0] == n_boxes and totals[1.0][1]["kept"] == n_boxes
     assert totals[1.0][1]["dropped_small"] == 0
     assert totals[4.0][0] == 0 and totals[4.0][1]["dropped_small"] == n_boxes and totals[4.0][1]["kept"] == 0
+
+
+def test_copy_paste_small_pastes_only_small_objects_onto_free_places():
+    from utils.copy_paste import copy_paste_small
+
+    donor = np.full((96, 96, 3), 30, np.uint8)
+    donor[10:20, 10:20] = (0, 0, 255)  # a 10 px red square: small enough
+    donor[40:90, 40:90] = (255, 0, 0)  # a 50 px blue square: larger than max_side, never pasted
+    dboxes = np.array([[3, 10, 10, 20, 20], [4, 40, 40, 90, 90]], np.float32)
+    for seed in range(5):
+        img = np.full((80, 120, 3), 128, np.uint8)
+        boxes = np.array([[1, 60, 20, 100, 60]], np.float32)
+        out, new = copy_paste_small(img, boxes.copy(), donor, dboxes, np.random.default_rng(seed), max_side=32)
+        assert np.array_equal(new[:1], boxes) and len(new) == 2  # the one small object, added once
+        c, x1, y1, x2, y2 = new[1]
+        assert c == 3 and (x2 - x1, y2 - y1) == (10, 10)
+        assert 0 <= x1 and x2 <= 120 and 0 <= y1 and y2 <= 80
+        assert x2 <= 60 or x1 >= 100 or y2 <= 20 or y1 >= 60  # not on the existing object
+        core = out[int(y1) + 1:int(y2) - 1, int(x1) + 1:int(x2) - 1].reshape(-1, 3)
+        assert (core == (0, 0, 255)).all()  # the donor's pixels, not a blend
+        assert (out == (255, 0, 0)).all(-1).sum() == 0  # the large object stayed behind
+    img = np.zeros((40, 40, 3), np.uint8)
+    none = copy_paste_small(img, np.zeros((0, 5), np.float32), donor, dboxes[1:], np.random.default_rng(0))
+    assert len(none[1]) == 0  # a donor with no small objects changes nothing
+
+
+def test_mixup_blends_with_a_beta_ratio_and_keeps_both_label_sets():
+    from utils.augment import mixup
+
+    a, b = np.full((8, 8, 3), 100, np.uint8), np.full((8, 8, 3), 200, np.uint8)
+    ba, bb = np.array([[0, 1, 1, 4, 4]], np.float32), np.array([[1, 2, 2, 6, 6], [0, 0, 0, 3, 3]], np.float32)
+    out, boxes = mixup(a, ba, b, bb, np.random.default_rng(7))
+    r = np.random.default_rng(7).beta(32.0, 32.0)  # the same draw, by hand
+    assert 0.3 < r < 0.7
+    assert np.abs(out.astype(float) - (100 * r + 200 * (1 - r))).max() <= 0.5 + 1e-9
+    assert np.array_equal(boxes, np.concatenate((ba, bb)))
+
+
+def test_hsv_gains_scale_hue_saturation_and_value_as_drawn():
+    import cv2
+
+    from utils.augment import augment_hsv
+
+    rng0 = np.random.default_rng(3)
+    img = np.stack(np.meshgrid(np.arange(20, 220, 10), np.arange(30, 230, 10)), -1)
+    img = np.concatenate((img, np.full(img.shape[:2] + (1,), 90)), -1).astype(np.uint8)  # varied colours
+    before = cv2.cvtColor(img, cv2.COLOR_BGR2HSV).astype(float)
+    unchanged = img.copy()
+    assert augment_hsv(unchanged, rng0) is unchanged and np.array_equal(unchanged, img)  # no gains: no-op
+    out = augment_hsv(img.copy(), np.random.default_rng(3), 0.0, 0.0, 0.4)
+    gain_v = np.random.default_rng(3).uniform(-1, 1, 3)[2] * 0.4 + 1
+    after = cv2.cvtColor(out, cv2.COLOR_BGR2HSV).astype(float)
+    assert gain_v != 1
+    # value scaled by the drawn gain (uint8 rounding in both colour conversions: a few levels)
+    assert np.abs(after[..., 2] - np.clip(before[..., 2] * gain_v, 0, 255)).max() <= 3
+    assert np.abs(after[..., 0] - before[..., 0]).max() <= 3  # hue kept
+    out_s = augment_hsv(img.copy(), np.random.default_rng(4), 0.0, 0.7, 0.0)
+    gain_s = np.random.default_rng(4).uniform(-1, 1, 3)[1] * 0.7 + 1
+    after_s = cv2.cvtColor(out_s, cv2.COLOR_BGR2HSV).astype(float)
+    assert np.abs(after_s[..., 1] - np.clip(before[..., 1] * gain_s, 0, 255)).max() <= 4

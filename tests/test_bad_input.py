@@ -365,3 +365,24 @@ def test_empty_train_split_warns_final_eval_uses_workers_and_resume_refuses_new_
     assert calls[-1].get("weights") and calls[-1]["workers"] == 0  # the final evaluation: was val's default 2
     with pytest.raises(ValueError, match=r"--epochs 5 \(run: 1\) would change it"):
         train.run(resume=res["save_dir"], epochs=5)
+
+
+# ---------------------------------------------------------------- 3b. the epoch is saved before it is validated
+def test_a_failing_validation_keeps_the_epochs_weights(tmp_path):
+    from tests.test_engine import SquaredOutputs, _batch, _model, _trainer
+    torch.manual_seed(0)
+    model = _model()
+    calls = []
+
+    def val_fn(m, final=False):
+        calls.append(final)
+        if len(calls) == 2:
+            raise OSError("val image could not be read")
+        return {"fitness": 0.1}
+
+    t = _trainer(tmp_path, model, SquaredOutputs(model), [_batch(seed=i) for i in range(2)], val_fn=val_fn, epochs=3)
+    with pytest.raises(OSError, match="could not be read"):
+        t.fit()
+    ckpt = torch.load(tmp_path / "weights" / "last.pt", weights_only=True)
+    assert ckpt["epoch"] == 1  # the epoch whose validation failed, not the one before it
+    assert all(torch.equal(v, model.state_dict()[k].cpu()) for k, v in ckpt["raw_model"].items())

@@ -255,3 +255,39 @@ def test_cli_summary_and_exit_status(tmp_path, capsys):
     (tmp_path / "good" / "annotations" / "instances_val.json").write_text("{oops")
     r = subprocess.run([sys.executable, "-m", "utils.dataset", str(data)], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode != 0 and "instances_val.json: malformed JSON at line 1" in r.stdout
+
+
+def test_crowd_regions_are_not_training_boxes(tmp_path):
+    crowd = {**ann(2, 1, [20, 14, 10, 10]), "iscrowd": 1}
+    js, img_dir = write_split(tmp_path, {"a.png": blank()}, [ann(1, 1, [6, 4, 14, 8]), crowd])
+    split = load_coco(js, img_dir, check="none")
+    assert split.report.counts["crowd ignored"] == 1
+    assert split.boxes[0].shape[0] == 1 and split.boxes[0][0, 1:].tolist() == [6, 4, 20, 12]
+    ds = CocoDataset(str(js), str(img_dir), 64, augment=False)
+    assert ds[0][1].shape == (1, 5)
+
+
+def test_dataset_key_resolves_under_smalldet_datasets(tmp_path, monkeypatch):
+    from utils.data_config import load_data_config
+
+    holder = tmp_path / "holder"
+    make_coco(holder / "myset", n_train=2, n_val=1)
+    cfg = {"dataset": "myset", "train": {"json": "annotations/instances_train.json", "images": "images/train"},
+           "val": {"json": "annotations/instances_val.json", "images": "images/val"}}
+    yml = tmp_path / "d.yaml"
+    yml.write_text(yaml.safe_dump(cfg))
+    monkeypatch.delenv("SMALLDET_DATASETS", raising=False)
+    with pytest.raises(DatasetError, match="needs the folder holding the data sets: set SMALLDET_DATASETS"):
+        load_data_config(yml)
+    monkeypatch.setenv("SMALLDET_DATASETS", str(holder))
+    d = load_data_config(yml)
+    assert Path(d["path"]) == (holder / "myset").resolve()
+    assert Path(d["train"]["json"]) == (holder / "myset" / "annotations" / "instances_train.json").resolve()
+    assert d["names"] == ["square", "disc"]
+    # --data-root wins over the environment variable
+    other = tmp_path / "other"
+    make_coco(other / "myset", n_train=1, n_val=1)
+    assert Path(load_data_config(yml, root=str(other))["path"]) == (other / "myset").resolve()
+    monkeypatch.setenv("SMALLDET_DATASETS", str(tmp_path / "nowhere"))
+    with pytest.raises(DatasetError, match="set SMALLDET_DATASETS"):
+        load_data_config(yml)

@@ -222,3 +222,67 @@ def test_sliced_detection_cli(weights, media, tmp_path):
     assert (tmp_path / "exp" / "big.png").is_file() and (tmp_path / "exp" / "labels" / "big.txt").is_file()
     with pytest.raises(ValueError, match="slice-merge"):
         _run(weights, img, tmp_path, slice=64, slice_merge="avg")
+
+
+def _letterbox_back(box_net: tuple[float, float, float, float], h: int, w: int, imgsz: int,
+                    stride: int = 32) -> np.ndarray:
+    """Where a box in network pixels lies in the original image, by hand: scale to imgsz on the
+    long side, pad the short side to the next stride multiple, centred, then undo both."""
+    r = imgsz / max(h, w)
+    nw, nh = round(w * r), round(h * r)
+    left, top = ((imgsz - nw) % stride) // 2, ((imgsz - nh) % stride) // 2
+    cx, cy, bw, bh = box_net
+    xyxy = np.array([(cx - bw / 2 - left) / (nw / w), (cy - bh / 2 - top) / (nh / h),
+                     (cx + bw / 2 - left) / (nw / w), (cy + bh / 2 - top) / (nh / h)])
+    return np.clip(xyxy, 0, [w, h, w, h])
+
+
+@pytest.mark.parametrize("h, w", [(151, 233), (97, 61), (64, 64)])
+def test_detect_run_maps_a_known_box_back_to_original_pixels(tmp_path, monkeypatch, h, w):
+    """A stand-in model reports one box at a fixed place of its input: detect.run must return it
+    in the original image's pixels, for odd image sizes too, and write it to the txt labels."""
+    from tests.test_slicing import OneBoxModel
+
+    model = OneBoxModel(box=(40.0, 30.0, 22.0, 14.0))
+    model.names, model.cat_ids = ["square", "disc"], [3, 7]
+    monkeypatch.setattr(detect, "load_model", lambda weights, device, fuse=False: model)
+    cv2.imwrite(str(tmp_path / "odd.png"), np.full((h, w, 3), 90, np.uint8))
+    res = _run("unused.pt", tmp_path / "odd.png", tmp_path, imgsz=96, save_txt=True)
+    assert len(res) == 1 and res[0].det.shape == (1, 6)
+    want = _letterbox_back(model.box, h, w, 96)
+    np.testing.assert_allclose(res[0].det[0, :4], want, atol=1.0)
+    assert res[0].det[0, 4] == pytest.approx(0.81) and res[0].det[0, 5] == 0  # obj 0.9 x cls 0.9
+    net_h, net_w = model.inputs[-1].shape[2:]
+    assert max(net_h, net_w) == 96 and net_h % 32 == 0 and net_w % 32 == 0  # long side imgsz, stride-padded
+    txt = (tmp_path / "exp" / "labels" / "odd.txt").read_text().split()
+    cx, cy, bw, bh = (float(v) for v in txt[1:5])
+    np.testing.assert_allclose([cx * w, cy * h, bw * w, bh * h],
+                               [(want[0] + want[2]) / 2, (want[1] + want[3]) / 2, want[2] - want[0],
+                                want[3] - want[1]], atol=1.0)
+
+
+@pytest.mark.parametrize("h, w, slice_, imgsz", [(77, 141, 50, 64), (131, 97, 64, 64), (45, 45, 64, 96)])
+def test_sliced_detect_returns_the_known_box_of_every_window(tmp_path, monkeypatch, h, w, slice_, imgsz):
+    """With --slice every window reports the stand-in's box: each must come back at its window's
+    offset plus the box scaled by slice / imgsz, within a pixel, on odd image sizes."""
+    from tests.test_slicing import OneBoxModel
+    from utils.slicing import slice_windows
+
+    model = OneBoxModel(box=(12.0, 10.0, 8.0, 6.0))
+    model.names, model.cat_ids = ["square", "disc"], [3, 7]
+    monkeypatch.setattr(detect, "load_model", lambda weights, device, fuse=False: model)
+    cv2.imwrite(str(tmp_path / "odd.png"), np.full((h, w, 3), 90, np.uint8))
+    res = _run("unused.pt", tmp_path / "odd.png", tmp_path, imgsz=imgsz, slice=slice_, overlap=0.2)
+    win = min(slice_, max(h, w))
+    wins = slice_windows(h, w, win, 0.2)
+    cx, cy, bw, bh = model.box
+    want = []
+    for x1, y1, x2, y2 in wins:
+        g = imgsz / win  # the zoom of a window for the network
+        gx, gy = round((x2 - x1) * g) / (x2 - x1), round((y2 - y1) * g) / (y2 - y1)
+        want.append([min(x1 + (cx - bw / 2) / gx, x2), min(y1 + (cy - bh / 2) / gy, y2),
+                     min(x1 + (cx + bw / 2) / gx, x2), min(y1 + (cy + bh / 2) / gy, y2)])
+    got = sorted(res[0].det[:, :4].tolist())
+    want = sorted(want)
+    assert len(got) == len(wins)  # one box per window, none merged away (they do not overlap)
+    np.testing.assert_allclose(np.array(got), np.array(want), atol=1.0)

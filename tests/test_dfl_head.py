@@ -233,22 +233,30 @@ def test_close_mosaic_turns_mosaic_off_for_the_last_epochs():
 
 
 @pytest.mark.slow
-def test_train_dfl_head_end_to_end(tiny_coco, tmp_path):
-    """train.py with the DFL head: box/dfl/cls columns, close_mosaic, best.pt scores in val.py."""
+def test_train_dfl_head_end_to_end(tiny_coco, tmp_path, monkeypatch):
+    """train.py with the DFL head: box/dfl/cls columns, steps that change the weights, close_mosaic
+    turning mosaic off for the last epoch, and best.pt (trained weights) scoring in val.py."""
     import csv
 
     import train
     import val
-    res = train.run(data=str(tiny_coco), cfg="yolov5n-dfl.yaml", imgsz=64, batch_size=4, workers=1,
-                    epochs=3, project=str(tmp_path), name="dfl", noplots=True, hyp_set=["close_mosaic=1"])
+    from tests.train_probe import TrainProbe, moved
+    from utils.checkpoint import read_checkpoint
+
+    probe = TrainProbe(monkeypatch)  # counts mosaics in this process: workers=0
+    res = train.run(data=str(tiny_coco), cfg="yolov5n-dfl.yaml", imgsz=64, batch_size=4, workers=0,
+                    epochs=3, project=str(tmp_path), name="dfl", noplots=True, hyp_set=["close_mosaic=1", "nbs=4"])
     run_dir = Path(res["save_dir"])
     with open(run_dir / "results.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 3 and "train/dfl_loss" in rows[0] and "train/obj_loss" not in rows[0]
-    assert all(float(r["train/cls_loss"]) > 0 for r in rows)
+    assert all(float(r["train/cls_loss"]) > 0 and float(r["train/dfl_loss"]) > 0 for r in rows)
+    assert probe.mosaics[0] == probe.mosaics[1] == 8 and probe.mosaics[2] == 0  # mosaic 1.0, closed for the last
+    best = read_checkpoint(run_dir / "weights" / "best.pt")
+    assert best["ema_updates"] >= 2 and moved(probe.initial, best["model"]) > 0.9  # not the untrained model
     m = val.run(data=str(tiny_coco), weights=str(run_dir / "weights" / "best.pt"), imgsz=64,
                 project=str(tmp_path), name="v", plots=False)
-    assert 0.0 <= m["AP"] <= 1.0
+    assert set(m) >= {"AP", "AP50", "fitness"} and all(math.isfinite(m[k]) for k in ("AP", "AP50"))
 
 
 def test_p2_dfl_variant_has_a_stride_4_level():

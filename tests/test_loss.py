@@ -202,15 +202,48 @@ def test_gains_balance_and_assigner_choice():
         loss(random_preds(p2, 1, (64, 64), gen), t)
 
 
+def _focal_by_hand(x: float, t: float, pos_weight: float, gamma: float, alpha: float) -> float:
+    """Lin et al. 2017 on one logit, spelled out: BCE (positive term weighted) times alpha_t
+    (alpha for the positive part, 1 - alpha for the negative) times (1 - p_t)^gamma."""
+    p = 1.0 / (1.0 + math.exp(-x))
+    bce = -(pos_weight * t * math.log(p) + (1.0 - t) * math.log(1.0 - p))
+    if gamma == 0:
+        return bce
+    p_t = t * p + (1.0 - t) * (1.0 - p)
+    alpha_t = t * alpha + (1.0 - t) * (1.0 - alpha)
+    return bce * alpha_t * (1.0 - p_t) ** gamma
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 1.5, 2.0])  # 0.5: focal is on for any gamma > 0
+@pytest.mark.parametrize("pos_weight", [1.0, 2.5])
+def test_focal_bce_matches_the_formula_elementwise(gamma, pos_weight):
+    from utils.loss import _bce
+
+    logits = torch.tensor([-4.0, -1.0, -0.2, 0.0, 0.3, 1.0, 3.0], dtype=torch.float64)
+    for t in (0.0, 1.0, 0.35):  # hard negatives, positives, and a soft (IoU-aware) target
+        target = torch.full_like(logits, t)
+        got = _bce(logits, target, torch.tensor(pos_weight, dtype=torch.float64), gamma)
+        want = [_focal_by_hand(x, t, pos_weight, gamma, 0.25) for x in logits.tolist()]
+        assert got.tolist() == pytest.approx(want, rel=1e-9, abs=1e-12), (t, gamma)
+    # the default alpha is the paper's 0.25 for positives: a confident miss on a positive
+    # weighs a third of the same miss on a negative
+    pos = _bce(torch.tensor([-2.0]), torch.tensor([1.0]), torch.tensor(1.0), 2.0)
+    neg = _bce(torch.tensor([2.0]), torch.tensor([0.0]), torch.tensor(1.0), 2.0)
+    assert float(pos / neg) == pytest.approx(0.25 / 0.75)
+
+
 def test_focal_loss_is_finite_and_smaller():
     gen = torch.Generator().manual_seed(4)
     model = StandIn(nc=3)
     preds = random_preds(model, 2, (64, 64), gen)
     targets = random_targets(2, 6, (64, 64), 3, gen)
     _, plain = DetectionLoss(model, {})(preds, targets)
-    total, focal = DetectionLoss(model, {"fl_gamma": 1.5})(preds, targets)
+    loss = DetectionLoss(model, {"fl_gamma": 1.5})
+    assert loss.gamma == 1.5
+    total, focal = loss(preds, targets)
     assert torch.isfinite(total)
-    assert focal[0] == plain[0] and focal[1] < plain[1] and focal[2] < plain[2]
+    # focal down-weights every element (alpha_t <= 0.75, (1 - p_t)^gamma < 1); box is untouched
+    assert focal[0] == plain[0] and focal[1] < 0.75 * plain[1] and focal[2] < 0.75 * plain[2]
 
 
 class TinyNet(nn.Module):

@@ -17,7 +17,6 @@ from models.stems import Focus, SPDConv, SpaceToDepth, depth_to_space, space_to_
 from models.yolo import Model, count_gflops, main
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "models"
-torch.set_num_threads(2)
 
 
 @pytest.mark.parametrize("hw", [(32, 32), (48, 80), (64, 96)])

@@ -72,3 +72,80 @@ def test_warmup_length_and_ramps():
     for g in opt.param_groups:
         assert g["lr"] == pytest.approx(0.01 * lf(5.5)) and g["momentum"] == 0.937
     assert not math.isnan(opt.param_groups[0]["lr"])
+
+
+def test_optimizer_kinds_and_their_settings():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    sgd = build_optimizer(model, "sgd", 0.02, 0.9, 1e-3)  # names are case-insensitive
+    assert isinstance(sgd, torch.optim.SGD)
+    for g in sgd.param_groups:
+        assert g["lr"] == 0.02 and g["momentum"] == 0.9 and g["nesterov"] is True
+    assert [g["weight_decay"] for g in sgd.param_groups] == [0.0, 1e-3, 0.0]
+    assert [len(g["params"]) for g in sgd.param_groups] == [2, 1, 1]  # 2 biases, conv weight, BN weight
+    for name, cls in (("Adam", torch.optim.Adam), ("ADAMW", torch.optim.AdamW)):
+        opt = build_optimizer(model, name, 0.003, 0.85, 1e-3)
+        assert type(opt) is cls
+        for g in opt.param_groups:
+            assert g["lr"] == 0.003 and g["betas"] == (0.85, 0.999)
+        assert [g["weight_decay"] for g in opt.param_groups] == [0.0, 1e-3, 0.0]
+
+
+def test_warmup_iterations_by_hand():
+    hyp = {"warmup_epochs": 2.5, "warmup_iters": 10}
+    assert warmup_iterations(hyp, 41, 100) == round(2.5 * 41)  # 102.5 -> 102, Python rounding
+    assert warmup_iterations({"warmup_epochs": 1.0}, 7, 100) == 100  # warmup_iters defaults to 100
+    assert warmup_iterations({"warmup_epochs": 1.0, "warmup_iters": 3}, 7, 100) == 7
+    assert warmup_iterations({"warmup_epochs": 1.0, "warmup_iters": 3}, 7, 1) == 3  # 7 * 1 // 2
+    assert warmup_iterations({"warmup_epochs": -1.0}, 7, 10) == 0
+    assert warmup_iterations({}, 7, 10) == 0  # no warmup_epochs: none
+
+
+def test_apply_lr_by_hand_during_and_after_warmup():
+    """Every group's lr (and SGD momentum) at a few iterations, computed here from the definition:
+    linear from (bias: warmup_bias_lr, others: 0) at ni 0 to lr0 * lf(epoch + i / nb) at ni = nw."""
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    hyp = {**HYP, "lr0": 0.02, "lrf": 0.1, "warmup_bias_lr": 0.2, "warmup_momentum": 0.6}
+    lf = lr_lambda(4, hyp["lrf"])
+    nb, nw = 8, 12
+    for sgd, name in ((True, "SGD"), (False, "Adam")):
+        opt = build_optimizer(model, name, 0.5, 0.9)
+        for ni in (0, 3, 7, 11, 12, 20, 31):
+            epoch = ni // nb
+            target = 0.02 * (1 - (epoch + (ni % nb) / nb) / 4 * (1 - 0.1))
+            apply_lr(opt, hyp, lf, epoch, ni, nw, nb, sgd)
+            for j, g in enumerate(opt.param_groups):
+                if ni < nw:
+                    start = 0.2 if j == 0 else 0.0
+                    assert g["lr"] == pytest.approx(start + (target - start) * ni / nw), (name, ni, j)
+                else:
+                    assert g["lr"] == pytest.approx(target), (name, ni, j)
+                if sgd:
+                    want = 0.6 + (0.937 - 0.6) * ni / nw if ni < nw else 0.937
+                    assert g["momentum"] == pytest.approx(want), (ni, j)
+                else:
+                    assert "momentum" not in g and g["betas"] == (0.9, 0.999)  # Adam's beta1 is not warmed up
+    opt = build_optimizer(model, "SGD", 0.5, 0.9)
+    apply_lr(opt, {**hyp, "warmup_bias_lr": 0.2}, lf, 2, 5, 0, 0, True)  # nb 0: the epoch alone
+    assert all(g["lr"] == pytest.approx(0.02 * lf(2)) for g in opt.param_groups)
+
+
+
+def test_build_optimizer_defaults_and_partly_frozen_modules():
+    conv = torch.nn.Conv2d(3, 4, 3)
+    opt = build_optimizer(torch.nn.Sequential(conv))  # YOLOv5's SGD defaults
+    assert isinstance(opt, torch.optim.SGD)
+    assert [(g["lr"], g["momentum"], g["weight_decay"]) for g in opt.param_groups] == \
+        [(0.01, 0.937, 0.0), (0.01, 0.937, 5e-4), (0.01, 0.937, 0.0)]
+    conv.weight.requires_grad_(False)  # a frozen weight must not hide the module's trainable bias
+    opt = build_optimizer(torch.nn.Sequential(conv))
+    assert [[id(p) for p in g["params"]] for g in opt.param_groups] == [[id(conv.bias)], [], []]
+
+
+def test_apply_lr_warmup_starts_default_to_zero_bias_lr_and_momentum_0_8():
+    opt = build_optimizer(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)), "SGD", 0.5, 0.9)
+    hyp = {"lr0": 0.01, "lrf": 0.01, "momentum": 0.95}  # no warmup_bias_lr, no warmup_momentum
+    apply_lr(opt, hyp, lr_lambda(10, 0.01), 0, 0, 10, 5, True)
+    assert [g["lr"] for g in opt.param_groups] == [0.0, 0.0, 0.0]
+    assert all(g["momentum"] == pytest.approx(0.8) for g in opt.param_groups)
+    apply_lr(opt, hyp, lr_lambda(10, 0.01), 1, 5, 10, 5, True)
+    assert all(g["momentum"] == pytest.approx(0.875) for g in opt.param_groups)  # halfway to 0.95

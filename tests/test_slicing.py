@@ -116,6 +116,86 @@ def test_merge_nms_and_wbf_on_a_border_duplicate():
         merge_detections(det, 0.45, "mean")
 
 
+def _iou(a, b) -> float:
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def _merge_by_hand(det: list[list[float]], thr: float, mode: str) -> list[list[float]]:
+    """Greedy class-aware NMS, best first; for WBF each suppressed box joins the best kept box of
+    its own class that it overlaps, and a kept box becomes its cluster's confidence-weighted mean."""
+    order = sorted(range(len(det)), key=lambda i: -det[i][4])
+    kept: list[int] = []
+    for i in order:
+        if all(det[k][5] != det[i][5] or _iou(det[k], det[i]) <= thr for k in kept):
+            kept.append(i)
+    if mode == "nms":
+        return [det[k] for k in kept]
+    clusters = {k: [k] for k in kept}
+    for i in order:
+        if i in clusters:
+            continue
+        lead = next(k for k in kept if det[k][5] == det[i][5] and det[k][4] >= det[i][4]
+                    and _iou(det[k], det[i]) > thr)
+        clusters[lead].append(i)
+    out = []
+    for k in kept:
+        w = sum(det[j][4] for j in clusters[k])
+        box = [sum(det[j][c] * det[j][4] for j in clusters[k]) / w for c in range(4)]
+        out.append([*box, det[k][4], det[k][5]])
+    return out
+
+
+def test_wbf_cross_class_overlap_clusters_of_three_and_cut_boxes():
+    det = torch.tensor([
+        [100.0, 100, 120, 120, 0.95, 1],  # A: class 1, best of all
+        [101.0, 101, 121, 121, 0.90, 0],  # B: class 0, on top of A
+        [100.0, 100, 121, 120, 0.80, 0],  # C: class 0, overlaps A more than B: must still join B
+        [10.0, 10, 30, 30, 0.90, 2],  # a cluster of four: the full box ...
+        [10.0, 10, 24, 30, 0.70, 2],  # ... cut by a window border at x = 24
+        [11.0, 10, 30, 31, 0.60, 2],
+        [10.0, 12, 30, 30, 0.50, 2],
+        [200.0, 5, 208, 13, 0.40, 1],  # alone
+    ])
+    thr = 0.45
+    assert _iou(det[2].tolist(), det[0].tolist()) > _iou(det[2].tolist(), det[1].tolist()) > thr
+    wbf = merge_detections(det, thr, "wbf")
+    want = torch.tensor(_merge_by_hand(det.tolist(), thr, "wbf"))
+    assert wbf.shape == (4, 6)
+    assert torch.allclose(wbf, want, atol=1e-5)
+    assert torch.equal(wbf[0], det[0])  # A absorbs nothing of another class
+    b = wbf[1, :4]
+    assert torch.allclose(b, (det[1, :4] * 0.9 + det[2, :4] * 0.8) / 1.7)
+    assert torch.allclose(wbf[2, :4], (det[3:7, :4] * det[3:7, 4:5]).sum(0) / det[3:7, 4].sum())
+    assert torch.equal(merge_detections(det, thr, "nms"), det[[0, 1, 3, 7]])
+    # agnostic: the classes no longer keep B and C apart from A
+    agn = merge_detections(det, thr, "wbf", agnostic=True)
+    assert len(agn) == 3 and torch.allclose(agn[0, :4], (det[:3, :4] * det[:3, 4:5]).sum(0) / det[:3, 4].sum())
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_merge_matches_a_hand_written_reference_on_random_clusters(seed):
+    """Random clusters of 1-5 jittered and border-cut boxes in 3 classes, overlapping across classes."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(6):
+        x, y, s = rng.uniform(0, 100), rng.uniform(0, 100), rng.uniform(8, 30)
+        for _ in range(int(rng.integers(1, 6))):
+            j = rng.uniform(-0.15, 0.15, 4) * s
+            box = [x + j[0], y + j[1], x + s + j[2], y + s + j[3]]
+            if rng.random() < 0.3:  # cut by a window border through the box
+                box[2] = box[0] + (box[2] - box[0]) * rng.uniform(0.5, 0.9)
+            rows.append([*box, rng.uniform(0.1, 1.0), float(rng.integers(0, 3))])
+    det = torch.tensor(rows, dtype=torch.float64)
+    for mode in ("nms", "wbf"):
+        got = merge_detections(det, 0.45, mode)
+        want = torch.tensor(_merge_by_hand(det.tolist(), 0.45, mode), dtype=torch.float64)
+        assert got.shape == want.shape, mode
+        assert torch.allclose(got, want, atol=1e-9), mode
+
+
 class OneBoxModel(torch.nn.Module):
     """Eval-mode output with one box at a fixed place in input pixels; records its inputs."""
 
@@ -220,7 +300,6 @@ def test_val_slice_reads_originals_and_scores_like_unsliced(tmp_path):
     """val.py --slice: images re-read from disk, boxes back in original pixels, the COCO path. One
     window over the whole image gives the unsliced boxes exactly; 64 px windows find every square
     whole in some window (64 px, overlap 0.6), and their cut-off pieces (scored lower) cannot lower AP."""
-    pytest.importorskip("utils.dataset")
     import json
 
     import val

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import csv
+import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,8 +15,8 @@ import pytest
 import torch
 
 import train
+from tests.train_probe import TrainProbe, fixed_batch_loss, moved
 from utils.checkpoint import CheckpointError, load_model, read_checkpoint
-from utils.trainer import MAX_BAD_STEPS, Trainer, TrainingStopped
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMON = dict(cfg="yolov5n.yaml", imgsz=64, batch_size=4, workers=0, noautoanchor=False)
@@ -26,18 +28,32 @@ def _epochs_in_csv(run_dir: Path) -> list[int]:
 
 
 @pytest.mark.slow
-def test_short_run_writes_everything(tiny_coco, tmp_path):
-    res = train.run(data=str(tiny_coco), epochs=2, project=str(tmp_path), name="e2e", **COMMON)
+def test_short_run_writes_everything_and_learns(tiny_coco, tmp_path, monkeypatch):
+    probe = TrainProbe(monkeypatch)
+    # nbs = batch: a step every batch. AdamW without warmup or augmentation, so that 6 steps
+    # measurably fit the training images (SGD at lr0 0.01 barely moves the loss in 6 steps)
+    res = train.run(data=str(tiny_coco), epochs=3, project=str(tmp_path), name="e2e", optimizer="AdamW",
+                    hyp_set=["nbs=4", "lr0=0.005", "warmup_epochs=0", "mosaic=0", "scale=0", "translate=0",
+                             "hsv_h=0", "hsv_s=0", "hsv_v=0", "fliplr=0"], **COMMON)
     run_dir = Path(res["save_dir"])
     assert not res["interrupted"]
     for f in ("weights/last.pt", "weights/best.pt", "results.csv", "hyp.yaml", "opt.yaml", "labels.png",
               "results.png"):
         assert (run_dir / f).is_file(), f
-    assert _epochs_in_csv(run_dir) == [0, 1]
+    assert _epochs_in_csv(run_dir) == [0, 1, 2]
     assert list(run_dir.glob("events.out.tfevents.*")), "no TensorBoard events"
+    last = read_checkpoint(run_dir / "weights" / "last.pt")
+    assert last["ema_updates"] == 6  # 3 epochs x 2 batches, one step each
+    assert moved(probe.initial, last["raw_model"]) > 0.9 and moved(probe.initial, last["model"]) > 0.9
+    # the trained weights fit a fixed, un-augmented batch better than the initial ones
+    before = fixed_batch_loss(run_dir / "weights" / "last.pt", tiny_coco, probe.initial)
+    after = fixed_batch_loss(run_dir / "weights" / "last.pt", tiny_coco)
+    assert after < 0.95 * before, (before, after)  # 0.88 -> 0.82 when written
+    best = read_checkpoint(run_dir / "weights" / "best.pt")
+    assert best["epoch"] >= 0 and moved(probe.initial, best["model"]) > 0.9  # not the untrained model
+    assert sum(probe.mosaics.values()) == 0  # mosaic=0 is obeyed
     m = res["metrics"]
-    for k in ("AP", "AP50", "APs", "fitness"):
-        assert 0.0 <= m[k] <= 1.0
+    assert set(m) >= {"AP", "AP50", "APs", "fitness"} and all(math.isfinite(m[k]) for k in ("AP", "AP50"))
     model = load_model(run_dir / "weights" / "best.pt")
     assert model.names == ["square", "disc"] and model.cat_ids == [3, 7]
 
@@ -69,53 +85,68 @@ def test_checkpoint_round_trip(tmp_path):
         read_checkpoint(tmp_path / "nope.pt")
 
 
-class _NaNLoss:
-    def __call__(self, preds, targets):
-        x = sum(p.sum() for p in preds) * float("nan")
-        return x, torch.full((3,), float("nan"))
-
-
-def test_repeated_nan_loss_stops_with_clear_message(tmp_path):
-    from models.yolo import Model
-
-    model = Model("yolov5n.yaml", nc=1)
-    batch = (torch.zeros(2, 3, 64, 64, dtype=torch.uint8), torch.zeros(0, 6), (), ())
-    loader = [batch] * (MAX_BAD_STEPS + 2)
-    hyp = dict(lr0=0.01, lrf=0.01, momentum=0.9, weight_decay=5e-4, warmup_epochs=0)
-    t = Trainer(model, _NaNLoss(), loader, lambda m, final=False: {"fitness": 0.0}, hyp,
-                dict(epochs=1, batch_size=2, imgsz=64), tmp_path, torch.device("cpu"))
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    with pytest.raises(TrainingStopped, match=f"NaN/inf {MAX_BAD_STEPS} times in a row"):
-        t.fit()
-    after = model.state_dict()
-    assert all(torch.equal(before[k], after[k]) for k in before if "running" not in k and "num_batches" not in k)
-
-
-def _train_cmd(data: Path, project: Path, epochs: int, *extra: str) -> list[str]:
+def _train_cmd(data: Path, project: Path, epochs: int, *extra: str, name: str = "r") -> list[str]:
     return [sys.executable, str(ROOT / "train.py"), "--data", str(data), "--cfg", "yolov5n.yaml",
             "--imgsz", "64", "--batch-size", "4", "--workers", "0", "--epochs", str(epochs),
-            "--project", str(project), "--name", "r", "--noplots", *extra]
+            "--project", str(project), "--name", name, "--noplots", *extra]
 
 
-def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
+# nbs = batch size: an optimizer step on every batch, so 8 images make 2 steps an epoch
+STEP_EVERY_BATCH = ("--hyp-set", "nbs=4")
+# one thread: bit-identical arithmetic between runs, and a light load on a shared machine
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+
+
+def _wait_for_epochs(run_dir: Path, proc: subprocess.Popen, n: int, timeout: float = 300) -> None:
+    """Until results.csv has n epoch rows (n epochs trained and saved, or about to be)."""
     end = time.monotonic() + timeout
-    while not path.exists():
+    while not ((run_dir / "results.csv").exists() and len(_epochs_in_csv(run_dir)) >= n):
         if proc.poll() is not None:
             raise AssertionError(f"training exited early: {proc.stdout.read()}")
         if time.monotonic() > end:
             proc.kill()
-            raise AssertionError(f"{path} never appeared")
-        time.sleep(0.2)
+            raise AssertionError(f"{run_dir / 'results.csv'} never got {n} rows")
+        time.sleep(0.05)
+
+
+def _assert_same_training_state(a: Path, b: Path) -> None:
+    """Two runs' last.pt and results.csv are bit-identical in everything training carries on."""
+    ca, cb = (read_checkpoint(d / "weights" / "last.pt") for d in (a, b))
+    for key in ("raw_model", "model"):  # weights, EMA weights (and BN statistics)
+        assert ca[key].keys() == cb[key].keys()
+        for k in ca[key]:
+            assert torch.equal(ca[key][k], cb[key][k]), f"{key}.{k} differs"
+    oa, ob = ca["optimizer"], cb["optimizer"]
+    assert oa["param_groups"] == ob["param_groups"]  # lr and momentum: the schedule's position
+    assert oa["state"].keys() == ob["state"].keys() and oa["state"]
+    for i in oa["state"]:  # SGD momentum buffers
+        assert torch.equal(oa["state"][i]["momentum_buffer"], ob["state"][i]["momentum_buffer"]), i
+    for k in ("epoch", "ema_updates", "best_fitness", "best_epoch", "last_opt_step"):
+        assert ca[k] == cb[k], k
+    assert (a / "results.csv").read_text() == (b / "results.csv").read_text()
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_coco, tmp_path_factory) -> Path:
+    """The 4-epoch run that the interrupted-and-resumed runs must reproduce."""
+    project = tmp_path_factory.mktemp("uninterrupted")
+    res = subprocess.run(_train_cmd(tiny_coco, project, 4, *STEP_EVERY_BATCH), capture_output=True, text=True,
+                         env=ENV, cwd=ROOT, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    ck = read_checkpoint(project / "r" / "weights" / "last.pt")
+    # the runs below are only a test of resume if optimizer steps happen: 4 epochs x 2 batches
+    assert ck["ema_updates"] == 8 and ck["last_opt_step"] == 7
+    return project / "r"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
-def test_interrupted_run_resumes_to_the_asked_epochs(tiny_coco, tmp_path, sig):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(_train_cmd(tiny_coco, tmp_path, 4), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
-    last = tmp_path / "r" / "weights" / "last.pt"
-    _wait_for(last, proc)
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_interrupted_run_resumes_to_the_same_state(tiny_coco, tmp_path, uninterrupted, sig):
+    proc = subprocess.Popen(_train_cmd(tiny_coco, tmp_path, 4, *STEP_EVERY_BATCH), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=ENV, cwd=ROOT)
+    run_dir = tmp_path / "r"
+    last = run_dir / "weights" / "last.pt"
+    _wait_for_epochs(run_dir, proc, 2)  # epoch 1 logged: epoch 0 is in last.pt
     proc.send_signal(sig)
     out = proc.communicate(timeout=300)[0]
     if sig == signal.SIGTERM:
@@ -124,44 +155,118 @@ def test_interrupted_run_resumes_to_the_asked_epochs(tiny_coco, tmp_path, sig):
     else:
         assert proc.returncode == -signal.SIGKILL
     saved = read_checkpoint(last)["epoch"]
-    assert saved < 3
-    res = subprocess.run([sys.executable, str(ROOT / "train.py"), "--resume", str(tmp_path / "r")],
-                         capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    assert 0 <= saved < 3
+    # --workers is taken from the resuming command (it is the machine's); 0 keeps augmentation
+    # in this process, where the checkpointed generator drives it
+    res = subprocess.run([sys.executable, str(ROOT / "train.py"), "--resume", str(run_dir), "--workers", "0"],
+                         capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=600)
     assert res.returncode == 0, res.stdout + res.stderr
     assert f"Resuming from epoch {saved + 1} of 4" in res.stdout + res.stderr
-    assert read_checkpoint(last)["epoch"] == 3
-    assert _epochs_in_csv(tmp_path / "r") == [0, 1, 2, 3]
-    assert (tmp_path / "r" / "weights" / "best.pt").exists()
+    assert _epochs_in_csv(run_dir) == [0, 1, 2, 3]
+    assert (run_dir / "weights" / "best.pt").exists()
+    _assert_same_training_state(uninterrupted, run_dir)
     # resuming a finished run does nothing, and says so
     again = subprocess.run([sys.executable, str(ROOT / "train.py"), "--resume", str(last)],
-                           capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+                           capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=300)
     assert again.returncode == 0 and "already finished" in again.stdout + again.stderr
 
 
 @pytest.mark.slow
+def test_run_stopped_in_its_first_epoch_resumes_to_the_same_state(tiny_coco, tmp_path, uninterrupted):
+    """last.pt is written before the first batch, so even epoch 0 can be resumed."""
+    proc = subprocess.Popen(_train_cmd(tiny_coco, tmp_path, 4, *STEP_EVERY_BATCH), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=ENV, cwd=ROOT)
+    last = tmp_path / "r" / "weights" / "last.pt"
+    end = time.monotonic() + 300
+    while not last.exists() and proc.poll() is None and time.monotonic() < end:
+        time.sleep(0.01)
+    proc.kill()
+    proc.communicate(timeout=60)
+    if read_checkpoint(last)["epoch"] != -1:
+        pytest.skip("the run finished an epoch before it could be killed (very slow start?)")
+    res = subprocess.run([sys.executable, str(ROOT / "train.py"), "--resume", str(tmp_path / "r"), "--workers", "0"],
+                         capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "Resuming from epoch 0 of 4" in res.stdout + res.stderr
+    _assert_same_training_state(uninterrupted, tmp_path / "r")
+
+
+@pytest.mark.slow
 def test_ddp_two_processes_gloo(tiny_coco, tmp_path):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-           *_train_cmd(tiny_coco, tmp_path, 2, "--device", "cpu")[1:]]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    res = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
+    """Two CPU ranks: the model is wrapped in DDP, both ranks hold the same weights after their
+    steps, their samples are disjoint, and each DDP step equals one single-process step on the
+    union of the two ranks' batches (see tests/ddp_probe.py for the two stand-ins that make
+    that exact)."""
+    from models.yolo import Model
+    from tests.ddp_probe import bn_running_stats, sum_over_images_loss
+    from utils.optim import apply_lr, build_optimizer, lr_lambda
+
+    with socket.socket() as s:  # a free port, so parallel test runs do not collide
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "probe"
+    out.mkdir()
+    args = _train_cmd(tiny_coco, tmp_path, 1, "--device", "cpu", "--hyp-set", "nbs=4", "warmup_epochs=0")[2:]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+           str(ROOT / "tests" / "ddp_probe.py"), str(out), *args]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=900)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     run_dir = tmp_path / "r"
-    assert _epochs_in_csv(run_dir) == [0, 1]  # rank 0 alone logs: one row per epoch
+    assert _epochs_in_csv(run_dir) == [0]  # rank 0 alone logs
     assert not (tmp_path / "r2").exists()  # and only rank 0 made a run dir
-    assert read_checkpoint(run_dir / "weights" / "last.pt")["epoch"] == 1
+    r0, r1 = (torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert r0["wrapped"] == r1["wrapped"] == "DistributedDataParallel"
+    # the ranks share one start and one end: rank 1 never trained a model of its own
+    for k in r0["initial"]:
+        assert torch.equal(r0["initial"][k], r1["initial"][k]), k
+        assert torch.equal(r0["final"][k], r1["final"][k]), k
+    # DistributedSampler: disjoint halves that together cover the training set once
+    assert len(r0["seen"]) == len(r1["seen"]) == 4
+    assert not set(r0["seen"]) & set(r1["seen"]) and set(r0["seen"]) | set(r1["seen"]) == set(range(8))
+    assert len(r0["batches"]) == len(r1["batches"]) == 2  # 2 images per rank per step, 2 steps
+
+    # the same two steps in one process, on the union batches
+    hyp = read_checkpoint(run_dir / "weights" / "last.pt")["hyp"]
+    model = Model("yolov5n.yaml", nc=2)
+    model.load_state_dict(r0["initial"])
+    opt = build_optimizer(model, "SGD", hyp["lr0"], hyp["momentum"], hyp["weight_decay"])  # 4 / nbs 4 = 1
+    lf = lr_lambda(1, hyp["lrf"])
+    model.train()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch.nn.BatchNorm2d, "forward", bn_running_stats)
+        for ni, (b0, b1) in enumerate(zip(r0["batches"], r1["batches"])):
+            apply_lr(opt, hyp, lf, 0, ni, 0, 2, True)
+            loss, _ = sum_over_images_loss(model(torch.cat((b0, b1)).float() / 255), torch.zeros(0, 6))
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=hyp["grad_clip"])
+            opt.step()
+            opt.zero_grad()
+    ref = model.state_dict()
+    for name, _ in model.named_parameters():
+        start, ddp = r0["initial"][name], r0["final"][name]
+        # compare the updates, not the weights: early layers move by ~1e-6. The gradients are
+        # summed in another order (all-reduce of two halves vs one batch), so allow float32
+        # noise: relative 1e-3 of the update, plus rounding of weights of size ~0.1 (1e-8)
+        assert torch.allclose(ddp - start, ref[name] - start, rtol=1e-3, atol=1e-8), name
+        if name.endswith("weight") and ".bn." not in name:  # every conv weight did move
+            assert (ref[name] - start).abs().max() > 1e-7, name
 
 
-def test_noval_scores_only_the_last_epoch_and_hyp_set_overrides(tiny_coco, tmp_path):
+
+def test_noval_scores_only_the_last_epoch_and_hyp_set_overrides(tiny_coco, tmp_path, monkeypatch):
+    probe = TrainProbe(monkeypatch)
     res = train.run(data=str(tiny_coco), epochs=2, project=str(tmp_path), name="nv", noval=True, noplots=True,
-                    hyp_set=["fliplr=0.0", "nwd=0.25"], **COMMON)
+                    hyp_set=["fliplr=0.0", "nwd=0.25", "nbs=4"], **COMMON)
     run_dir = Path(res["save_dir"])
     with open(run_dir / "results.csv") as f:
         rows = list(csv.DictReader(f))
     assert [r["metrics/AP"] for r in rows][0] == "nan"  # epoch 0 not validated ...
-    assert 0.0 <= float(rows[1]["metrics/AP"]) <= 1.0  # ... the last one is
-    assert (run_dir / "weights" / "best.pt").is_file()
-    hyp = read_checkpoint(run_dir / "weights" / "last.pt")["hyp"]
-    assert hyp["fliplr"] == 0.0 and hyp["nwd"] == 0.25
+    assert rows[1]["metrics/AP"] != "nan" and math.isfinite(float(rows[1]["metrics/AP"]))  # ... the last one is
+    last, best = (read_checkpoint(run_dir / "weights" / f) for f in ("last.pt", "best.pt"))
+    assert best["epoch"] == last["epoch"] == 1  # --noval: best.pt is the last epoch's
+    assert all(torch.equal(best["model"][k], last["model"][k]) for k in last["model"])
+    assert moved(probe.initial, last["raw_model"]) > 0.9
+    assert last["hyp"]["fliplr"] == 0.0 and last["hyp"]["nwd"] == 0.25 and last["hyp"]["nbs"] == 4
 
 
 def test_hyp_set_rejects_unknown_keys_and_bad_items():
@@ -185,3 +290,40 @@ def test_optimizer_comes_from_flag_then_hyp_file_then_sgd():
     assert resolve_optimizer(None, load_hyp("configs/hyps/default.yaml"), "h.yaml") == "SGD"
     with pytest.raises(ValueError, match=r"h\.yaml: optimizer 'Adagrad'"):
         resolve_optimizer(None, {"optimizer": "Adagrad"}, "h.yaml")
+
+
+@pytest.mark.slow
+def test_weights_fine_tuning_single_class(tiny_coco, tmp_path, monkeypatch):
+    """--weights: training starts from the checkpoint's (EMA) weights wherever shapes fit; with
+    --single-cls the 2-class head cannot fit and starts fresh, and the run is one class 'object'."""
+    first = train.run(data=str(tiny_coco), epochs=1, project=str(tmp_path), name="src", noplots=True,
+                      hyp_set=["nbs=4"], **COMMON)
+    src = read_checkpoint(Path(first["save_dir"]) / "weights" / "last.pt")
+    probe = TrainProbe(monkeypatch)
+    res = train.run(data=str(tiny_coco), epochs=1, project=str(tmp_path), name="ft", noplots=True,
+                    weights=str(Path(first["save_dir"]) / "weights" / "last.pt"), single_cls=True,
+                    hyp_set=["nbs=4"], **{**COMMON, "noautoanchor": True})
+    head = {k for k in src["model"] if k.startswith("model.24.m.")}  # the Detect convs: 3 x (weight, bias)
+    assert len(head) == 6
+    for k, v in src["model"].items():
+        if k in head:
+            assert probe.initial[k].shape != v.shape, k
+        else:
+            assert torch.equal(probe.initial[k], v), k
+    out = read_checkpoint(Path(res["save_dir"]) / "weights" / "last.pt")
+    assert out["names"] == ["object"] and out["model"]["model.24.m.0.bias"].shape[0] == 3 * 6  # na x (5 + 1)
+    assert moved(probe.initial, out["raw_model"]) > 0.9
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (AMP + GradScaler training step, "
+                    "select_device('0')); this machine has none")
+def test_cuda_amp_training_step(tiny_coco, tmp_path, monkeypatch):  # pragma: no cover - no GPU in CI
+    from utils.torch_utils import select_device
+
+    assert select_device("0") == torch.device("cuda:0")
+    probe = TrainProbe(monkeypatch)
+    res = train.run(data=str(tiny_coco), epochs=1, project=str(tmp_path), name="gpu", noplots=True, device="0",
+                    hyp_set=["nbs=4"], **COMMON)
+    last = read_checkpoint(Path(res["save_dir"]) / "weights" / "last.pt")
+    assert last["scaler"] and last["ema_updates"] == 2  # AMP on: the GradScaler state is checkpointed
+    assert moved({k: v.cpu() for k, v in probe.initial.items()}, last["raw_model"]) > 0.9

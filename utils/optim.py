@@ -56,6 +56,21 @@ def warmup_iterations(hyp: dict, batches_per_epoch: int, epochs: int) -> int:
     return min(nw, batches_per_epoch * epochs // 2)
 
 
+def accumulation_at(ni: int, nw: int, nbs: int, batch_size: int) -> int:
+    """Batches whose gradients make one optimizer step at global iteration ni.
+
+    After warmup: about nbs / batch_size, so each step sees ~nbs images whatever the batch.
+    During warmup (ni < nw) it ramps linearly from 1, as in YOLOv5: the first iterations
+    then step every batch instead of summing several large early gradients into one step
+    that the gradient clip cuts down (roughly twice the steps over the warmup).
+    Rounding is Python's (half to even), which matches numpy's.
+    """
+    full = max(round(nbs / batch_size), 1)
+    if ni >= nw:
+        return full
+    return max(1, round(float(np.interp(ni, [0, nw], [1.0, nbs / batch_size]))))
+
+
 def apply_lr(optimizer: torch.optim.Optimizer, hyp: dict, lf: Callable[[float], float], epoch: int,
              ni: int, nw: int, nb: int, sgd: bool) -> None:
     """Set each group's LR (and SGD momentum) for global iteration ni.

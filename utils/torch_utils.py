@@ -5,6 +5,7 @@ import math
 import os
 import random
 from copy import deepcopy
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,6 +39,29 @@ def seed_everything(seed: int = 0, deterministic: bool = False) -> None:
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
+
+
+def rng_state() -> dict[str, Any]:
+    """The global random generators' states (Python, numpy, torch CPU and CUDA), as plain
+    tensors, ints and tuples so that a weights_only checkpoint can hold them."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {"python": random.getstate(), "torch": torch.get_rng_state(),
+             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "gauss": float(gauss)}}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Undo rng_state(): the next random draws are those that followed the saved point."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -19,8 +19,8 @@ from tqdm import tqdm
 
 from utils.checkpoint import checkpoint_yaml, save_checkpoint
 from utils.logger import LOG, RunLogger
-from utils.optim import apply_lr, build_optimizer, lr_lambda, warmup_iterations
-from utils.torch_utils import ModelEMA, unwrap
+from utils.optim import accumulation_at, apply_lr, build_optimizer, lr_lambda, warmup_iterations
+from utils.torch_utils import ModelEMA, rng_state, set_rng_state, unwrap
 
 MAX_BAD_STEPS = 10  # consecutive non-finite losses before the run is stopped
 
@@ -43,9 +43,11 @@ class Trainer:
         self.main = rank in (-1, 0)
         self.epochs = int(opt["epochs"])
         self.nb = len(train_loader)
-        nbs = int(hyp.get("nbs", 64))  # nominal batch size: gradients are accumulated up to it
-        self.accumulate = max(round(nbs / opt["batch_size"]), 1)
-        decay = hyp["weight_decay"] * opt["batch_size"] * self.accumulate / nbs
+        self.nbs = int(hyp.get("nbs", 64))  # nominal batch size: gradients are accumulated up to it
+        # accumulation after warmup (it ramps up from 1 during warmup, see accumulation_at);
+        # weight decay is scaled with this final value, as in YOLOv5
+        self.accumulate = accumulation_at(0, 0, self.nbs, opt["batch_size"])
+        decay = hyp["weight_decay"] * opt["batch_size"] * self.accumulate / self.nbs
         self.optimizer = build_optimizer(model, opt.get("optimizer", "SGD"), hyp["lr0"],
                                          hyp["momentum"], decay)
         self.sgd = opt.get("optimizer", "SGD").lower() == "sgd"
@@ -55,6 +57,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.ema = ModelEMA(model) if self.main else None
         self.start_epoch, self.best_fitness = 0, -1.0
+        # checkpointed with the weights so that a resumed run goes on exactly as an uninterrupted one
+        self.last_opt_step, self.best_epoch = -1, -1
         self.logger = RunLogger(self.save_dir, enabled=self.main)
         if not ckpt and self.main:  # a new run in a reused folder (--exist-ok): epochs 0, 1, not 0, 1, 0, 1
             self.logger.csv.unlink(missing_ok=True)
@@ -64,15 +68,38 @@ class Trainer:
 
     # ----------------------------------------------------------------- checkpoints
     def _restore(self, ckpt: dict) -> None:
+        """Continue a run from its last.pt: weights, EMA, optimizer (momentum buffers), the
+        optimizer-step counter, the best epoch for early stopping, and the random generators
+        (global, the loader's shuffle and the dataset's augmentation), so that a resumed run
+        reproduces the uninterrupted one (bit for bit on CPU with --workers 0)."""
         unwrap(self.model).load_state_dict(ckpt["raw_model"])
         if self.ema is not None:
             self.ema.ema.load_state_dict(ckpt["model"])
             self.ema.updates = ckpt.get("ema_updates", 0)
         self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scaler.load_state_dict(ckpt.get("scaler") or {})
         self.start_epoch = ckpt["epoch"] + 1
         self.best_fitness = ckpt.get("best_fitness", -1.0)
+        self.best_epoch = ckpt.get("best_epoch", ckpt["epoch"])
+        self.last_opt_step = ckpt.get("last_opt_step", -1)
+        rng = ckpt.get("rng")
+        if rng and self.main:  # rank 0's generators; other DDP ranks keep their fresh seeds
+            set_rng_state(rng)
+            gen = getattr(self.train_loader, "generator", None)
+            if rng.get("loader") is not None and isinstance(gen, torch.Generator):
+                gen.set_state(rng["loader"])
+            ds = getattr(self.train_loader, "dataset", None)
+            if rng.get("dataset") is not None and isinstance(getattr(ds, "rng", None), np.random.Generator):
+                ds.rng.bit_generator.state = rng["dataset"]
         self.logger.truncate_after(ckpt["epoch"])
         LOG.info(f"Resuming from epoch {self.start_epoch} of {self.epochs} in {self.save_dir}")
+
+    def _rng_state(self) -> dict[str, Any]:
+        gen = getattr(self.train_loader, "generator", None)
+        ds_rng = getattr(getattr(self.train_loader, "dataset", None), "rng", None)
+        return {**rng_state(),
+                "loader": gen.get_state() if isinstance(gen, torch.Generator) else None,
+                "dataset": ds_rng.bit_generator.state if isinstance(ds_rng, np.random.Generator) else None}
 
     def checkpoint(self, epoch: int) -> dict[str, Any]:
         raw = unwrap(self.model)
@@ -82,9 +109,13 @@ class Trainer:
             "model": {k: v.detach().cpu() for k, v in ema.state_dict().items()},
             "raw_model": {k: v.detach().cpu() for k, v in raw.state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
             "ema_updates": self.ema.updates if self.ema else 0,
             "epoch": epoch,
             "best_fitness": self.best_fitness,
+            "best_epoch": self.best_epoch,
+            "last_opt_step": self.last_opt_step,
+            "rng": self._rng_state(),
             "names": list(raw.names), "cat_ids": list(raw.cat_ids),
             "imgsz": self.opt["imgsz"], "hyp": dict(self.hyp),
             "opt": {k: v for k, v in self.opt.items() if isinstance(v, (int, float, str, bool, list, type(None)))},
@@ -105,7 +136,8 @@ class Trainer:
         if self.stop_signal is not None:  # a second Ctrl-C means "now"
             raise KeyboardInterrupt
         self.stop_signal = signum
-        LOG.info(f"\n{signal.Signals(signum).name} received: finishing this batch, saving last.pt")
+        LOG.info(f"\n{signal.Signals(signum).name} received: stopping after this batch; last.pt "
+                 "holds the last finished epoch")
 
     def _close_mosaic(self, epoch: int) -> None:
         """hyp close_mosaic = N: whole images (no mosaic) for the last N epochs, so the model
@@ -127,6 +159,8 @@ class Trainer:
     def fit(self) -> dict[str, Any]:
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
+            if self.main and self.start_epoch == 0:  # a run stopped in its first epoch can resume too
+                save_checkpoint(self.checkpoint(-1), self.wdir / "last.pt")
             return self._fit()
         finally:
             for s, h in old.items():
@@ -135,8 +169,8 @@ class Trainer:
 
     def _fit(self) -> dict[str, Any]:
         patience = self.opt.get("patience", 100) or math.inf
-        best_epoch, bad_steps, metrics = self.start_epoch - 1, 0, {}
-        last_opt_step = -1
+        best_epoch, bad_steps, metrics = self.best_epoch, 0, {}
+        last_opt_step = self.last_opt_step
         for epoch in range(self.start_epoch, self.epochs):
             self.model.train()
             self._close_mosaic(epoch)
@@ -176,7 +210,7 @@ class Trainer:
                 if self.world > 1:
                     loss = loss * self.world  # DDP averages gradients across processes
                 self.scaler.scale(loss).backward()
-                if ni - last_opt_step >= self.accumulate:
+                if ni - last_opt_step >= accumulation_at(ni, self.nw, self.nbs, self.opt["batch_size"]):
                     self._step()
                     last_opt_step = ni
                 mloss = (mloss * i + items) / (i + 1)
@@ -188,10 +222,10 @@ class Trainer:
                 if self._should_stop():
                     break
             if self._should_stop():
-                # the interrupted epoch is not complete: resume repeats it from these weights
+                # the interrupted epoch is not saved: last.pt keeps the end of the previous one (with
+                # its random states), and resume repeats this epoch exactly as it would have run
                 if self.main:
-                    self.save(epoch - 1, None)
-                    LOG.info(f"Interrupted: saved {self.wdir / 'last.pt'}; continue with "
+                    LOG.info(f"Interrupted: {self.wdir / 'last.pt'} holds epoch {epoch - 1}; continue with "
                              f"python train.py --resume {self.save_dir}")
                 return {"interrupted": True, "signal": self.stop_signal, "save_dir": str(self.save_dir)}
             stop = False
@@ -201,6 +235,10 @@ class Trainer:
                 if self.opt.get("noval") and not final:  # --noval: only the last epoch is scored
                     metrics, fitness = {}, None
                 else:
+                    # the epoch's weights are on disk before evaluation runs: a validation that fails
+                    # (a bad val image, a full disk) must not cost the training; saved again after it
+                    self.last_opt_step, self.best_epoch = last_opt_step, best_epoch
+                    self.save(epoch, None)
                     metrics = self.val_fn(self.ema.ema, final=final)
                     fitness = metrics["fitness"]
                 lrs = [g["lr"] for g in self.optimizer.param_groups]
@@ -212,6 +250,7 @@ class Trainer:
                 self.logger.log_epoch(epoch, row)
                 if fitness is not None and fitness >= self.best_fitness:
                     self.best_fitness, best_epoch = fitness, epoch
+                self.last_opt_step, self.best_epoch = last_opt_step, best_epoch
                 self.save(epoch, fitness)
                 if fitness is not None and epoch - best_epoch >= patience:
                     LOG.info(f"Early stop: no improvement for {patience} epochs (best {best_epoch}).")
