@@ -2,6 +2,7 @@
 
     python detect.py --weights best.pt --source img.jpg        # or dir/, 'imgs/*.png', list.txt, clip.mp4, 0
     python detect.py --weights best.pt --source aerial/ --slice 640 --overlap 0.2 --save-txt --save-json
+    python detect.py --weights best.onnx --source img.jpg       # or best.torchscript (made by export.py)
 
 Outputs go to runs/detect/exp{,2,...}: drawn images and one mp4 per video (unless --nosave),
 labels/<stem>.txt (--save-txt: cls cx cy w h conf, normalised; video frames <stem>_<frame>.txt),
@@ -25,7 +26,8 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from utils.checkpoint import CheckpointError, load_model  # noqa: E402
+from utils.backends import load_model  # noqa: E402
+from utils.checkpoint import CheckpointError  # noqa: E402
 from utils.detect_writer import DetectionWriter  # noqa: E402
 from utils.inference import check_imgsz, model_stride, predict_image  # noqa: E402
 from utils.logger import LOG  # noqa: E402
@@ -112,7 +114,7 @@ def run(weights: str | Path, source: str | int | Path, imgsz: int = 640, conf_th
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
-    a("--weights", type=str, required=True, help="checkpoint .pt")
+    a("--weights", type=str, required=True, help="checkpoint .pt, or .onnx / .torchscript from export.py")
     a("--source", type=str, required=True, help="image, folder, glob, .txt list, video, webcam index or URL")
     a("--imgsz", "--img", "--img-size", type=int, default=640, help="inference size (long side, pixels)")
     a("--conf-thres", type=float, default=0.25, help="confidence threshold")

@@ -2,6 +2,7 @@
 
     python val.py --data data/shapes.yaml --weights runs/train/exp/weights/best.pt
     python val.py --data D --weights W --task speed            # timings only, no files
+    python val.py --data D --weights best.onnx                  # or best.torchscript (made by export.py)
 
 ``run(**kwargs)`` is the entry point for train.py (in-memory model, ``fast=True`` per epoch) and
 tests. The full path's AP figures are pycocotools' own on predictions.json; the fast path uses the
@@ -110,7 +111,7 @@ def run(data: str | dict = "data/shapes.yaml", weights: str | None = None, model
         dev = next(model.parameters()).device
         src = "model"
     elif weights:
-        from utils.checkpoint import load_model
+        from utils.backends import load_model  # .pt checkpoints, .onnx and .torchscript exports
         dev = select_device(device)
         model = load_model(weights, dev)
         src = str(weights)
@@ -122,7 +123,8 @@ def run(data: str | dict = "data/shapes.yaml", weights: str | None = None, model
     nc = len(names)
     _check_classes(int(model.nc), list(getattr(model, "names", []) or []), names, single_cls, src, str(data_src))
     was_training = model.training
-    model.eval()
+    if isinstance(model, torch.nn.Module):  # an exported model (utils/backends.py) is always in eval mode
+        model.eval()
     amp = half and dev.type == "cuda"  # autocast, never .half(): the caller's model (EMA) stays fp32
 
     split = "val" if task == "speed" else task
@@ -264,7 +266,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
     a("--data", type=str, default="data/shapes.yaml", help="data YAML")
-    a("--weights", type=str, required=True, help="checkpoint .pt")
+    a("--weights", type=str, required=True, help="checkpoint .pt, or .onnx / .torchscript from export.py")
     a("--imgsz", "--img", type=int, default=640, help="inference size (pixels)")
     a("--batch-size", type=int, default=32)
     a("--conf-thres", type=float, default=0.001)

@@ -36,6 +36,10 @@ def to_batch(imgs: Sequence[np.ndarray], device: torch.device | str) -> torch.Te
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
+    """Where the model's input goes: an exported model (utils/backends.py) says so itself."""
+    dev = getattr(model, "device", None)
+    if isinstance(dev, torch.device):
+        return dev
     p = next(model.parameters(), None)
     return p.device if p is not None else torch.device("cpu")
 
