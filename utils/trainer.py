@@ -169,8 +169,7 @@ class Trainer:
 
     def _fit(self) -> dict[str, Any]:
         patience = self.opt.get("patience", 100) or math.inf
-        best_epoch, bad_steps, metrics = self.best_epoch, 0, {}
-        last_opt_step = self.last_opt_step
+        bad_steps, metrics = 0, {}
         for epoch in range(self.start_epoch, self.epochs):
             self.model.train()
             self._close_mosaic(epoch)
@@ -210,9 +209,9 @@ class Trainer:
                 if self.world > 1:
                     loss = loss * self.world  # DDP averages gradients across processes
                 self.scaler.scale(loss).backward()
-                if ni - last_opt_step >= accumulation_at(ni, self.nw, self.nbs, self.opt["batch_size"]):
+                if ni - self.last_opt_step >= accumulation_at(ni, self.nw, self.nbs, self.opt["batch_size"]):
                     self._step()
-                    last_opt_step = ni
+                    self.last_opt_step = ni
                 mloss = (mloss * i + items) / (i + 1)
                 if self.main:
                     mem = f"{torch.cuda.memory_reserved() / 1e9:.3g}G" if self.device.type == "cuda" else "0G"
@@ -237,7 +236,6 @@ class Trainer:
                 else:
                     # the epoch's weights are on disk before evaluation runs: a validation that fails
                     # (a bad val image, a full disk) must not cost the training; saved again after it
-                    self.last_opt_step, self.best_epoch = last_opt_step, best_epoch
                     self.save(epoch, None)
                     metrics = self.val_fn(self.ema.ema, final=final)
                     fitness = metrics["fitness"]
@@ -249,11 +247,10 @@ class Trainer:
                        **{f"x/lr{j}": lr for j, lr in enumerate(lrs)}}
                 self.logger.log_epoch(epoch, row)
                 if fitness is not None and fitness >= self.best_fitness:
-                    self.best_fitness, best_epoch = fitness, epoch
-                self.last_opt_step, self.best_epoch = last_opt_step, best_epoch
+                    self.best_fitness, self.best_epoch = fitness, epoch
                 self.save(epoch, fitness)
-                if fitness is not None and epoch - best_epoch >= patience:
-                    LOG.info(f"Early stop: no improvement for {patience} epochs (best {best_epoch}).")
+                if fitness is not None and epoch - self.best_epoch >= patience:
+                    LOG.info(f"Early stop: no improvement for {patience} epochs (best {self.best_epoch}).")
                     stop = True
             if self.world > 1:
                 flag = [stop]
