@@ -23,6 +23,12 @@ ONNX_SUFFIXES = (".onnx",)
 TS_SUFFIXES = (".torchscript",)
 
 
+def _unreadable(path: Path, fmt: str, e: Exception) -> CheckpointError:
+    """The one-line error for a file the runtime cannot load: its type and first message line."""
+    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return CheckpointError(f"{path}: not a readable {fmt} model ({type(e).__name__}: {first})")
+
+
 class ExportedModel:
     """Common part of the exported backends: the metadata as Model-like attributes."""
 
@@ -69,8 +75,7 @@ class OnnxModel(ExportedModel):
         try:
             sess = ort.InferenceSession(str(path), opts, providers=providers)
         except Exception as e:  # onnxruntime raises its own types for bad / truncated files
-            raise CheckpointError(f"{path}: not a readable ONNX model ({type(e).__name__}: "
-                                  f"{str(e).strip().splitlines()[0] if str(e).strip() else ''})") from None
+            raise _unreadable(path, "ONNX", e) from None
         meta = from_string_pairs(sess.get_modelmeta().custom_metadata_map, str(path))
         super().__init__(path, meta, torch.device("cpu"))  # outputs come back on the CPU
         inp = sess.get_inputs()[0]
@@ -117,8 +122,7 @@ class TorchScriptModel(ExportedModel):
                 warnings.simplefilter("ignore", FutureWarning)
                 self.module = torch.jit.load(str(path), map_location=device, _extra_files=extra).eval()
         except Exception as e:  # torch raises many types for files that are not TorchScript archives
-            raise CheckpointError(f"{path}: not a readable TorchScript model ({type(e).__name__}: "
-                                  f"{str(e).strip().splitlines()[0] if str(e).strip() else ''})") from None
+            raise _unreadable(path, "TorchScript", e) from None
         try:
             meta = json.loads(extra[TS_EXTRA_FILE] or "{}")
         except json.JSONDecodeError as e:
