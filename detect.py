@@ -12,7 +12,6 @@ predictions.json (--save-json: COCO results) and crops/<class>/<stem>_<k>.jpg (-
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import NamedTuple, Sequence
@@ -22,19 +21,17 @@ import torch
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-ROOT = Path(__file__).resolve().parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from utils.inference.backends import load_model
+from utils.engine.checkpoint import CheckpointError
+from utils.inference.writer import DetectionWriter
+from utils.inference.predict import check_imgsz, model_stride, predict_image
+from utils.logger import LOG
+from utils.paths import increment_path
+from utils.inference.slicing import MERGE_MODES, sliced_predict
+from utils.inference.sources import STREAM_PREFIXES, SourceReader
+from utils.torch_utils import select_device
 
-from utils.backends import load_model  # noqa: E402
-from utils.checkpoint import CheckpointError  # noqa: E402
-from utils.detect_writer import DetectionWriter  # noqa: E402
-from utils.inference import check_imgsz, model_stride, predict_image  # noqa: E402
-from utils.logger import LOG  # noqa: E402
-from utils.paths import increment_path  # noqa: E402
-from utils.slicing import MERGE_MODES, sliced_predict  # noqa: E402
-from utils.sources import STREAM_PREFIXES, SourceReader  # noqa: E402
-from utils.torch_utils import select_device  # noqa: E402
+ROOT = Path(__file__).resolve().parent
 
 
 class FrameResult(NamedTuple):

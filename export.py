@@ -5,7 +5,7 @@
 
 The exported graph is the fused eval-mode Model: input 'images' (B, 3, H, W) RGB float in [0, 1], output
 'output0' (B, N, 5 + nc) decoded boxes [cx, cy, w, h (input px), obj, cls...], the layout NMS takes. Each file
-carries its metadata (names, category ids, strides, imgsz, head, anchors; utils/export_meta.py), so
+carries its metadata (names, category ids, strides, imgsz, head, anchors; utils/inference/export_meta.py), so
 ``detect.py --weights best.onnx`` and ``val.py --weights best.torchscript`` need nothing else. Every export is
 checked (onnx.checker) and run once against PyTorch before it replaces an older file.
 --dynamic: any batch / height / width. Without it the shape is fixed; detect.py and val.py still run such a
@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 import warnings
 from contextlib import contextmanager
@@ -26,15 +25,13 @@ from typing import Iterator, Sequence
 
 import torch
 
-ROOT = Path(__file__).resolve().parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from utils.engine.checkpoint import CheckpointError, model_from_checkpoint, read_checkpoint
+from utils.inference.export_meta import TS_EXTRA_FILE, export_metadata, to_string_pairs
+from utils.inference.predict import check_imgsz
+from utils.logger import LOG
+from utils.torch_utils import select_device
 
-from utils.checkpoint import CheckpointError, model_from_checkpoint, read_checkpoint  # noqa: E402
-from utils.export_meta import TS_EXTRA_FILE, export_metadata, to_string_pairs  # noqa: E402
-from utils.inference import check_imgsz  # noqa: E402
-from utils.logger import LOG  # noqa: E402
-from utils.torch_utils import select_device  # noqa: E402
+ROOT = Path(__file__).resolve().parent
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript"}
 OPSET = 20  # the newest opset torch's TorchScript-based ONNX exporter writes; onnxruntime >= 1.17 runs it
@@ -143,7 +140,7 @@ def _check_inputs(model: torch.nn.Module, x: torch.Tensor, dynamic: bool) -> lis
 def verify(model: torch.nn.Module, path: Path, xs: list[torch.Tensor], half: bool) -> float:
     """Run the written file through its backend on xs and compare with PyTorch; returns the largest
     box difference in pixels, raises ExportError past VERIFY_TOL."""
-    from utils.backends import load_model
+    from utils.inference.backends import load_model
 
     backend = load_model(path, xs[0].device)
     atol, rtol, score_tol = VERIFY_TOL[half]

@@ -16,15 +16,13 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-ROOT = Path(__file__).resolve().parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from utils.engine.checkpoint import CheckpointError, read_checkpoint
+from utils.logger import LOG
+from utils.engine.optim import OPTIMIZERS
+from utils.torch_utils import seed_everything, select_device, world_info
+from utils.engine.trainer import TrainingStopped
 
-from utils.checkpoint import CheckpointError, read_checkpoint  # noqa: E402
-from utils.logger import LOG  # noqa: E402
-from utils.optim import OPTIMIZERS  # noqa: E402
-from utils.torch_utils import seed_everything, select_device, world_info  # noqa: E402
-from utils.trainer import TrainingStopped  # noqa: E402
+ROOT = Path(__file__).resolve().parent
 
 DEFAULTS: dict[str, Any] = dict(
     data="data/shapes.yaml", cfg="yolov5n.yaml", weights="", hyp="configs/hyps/default.yaml",
@@ -104,7 +102,7 @@ def run(**kwargs: Any) -> dict[str, Any]:
 
 
 def main(opt: argparse.Namespace) -> dict[str, Any]:
-    from utils.engine_setup import build_run  # heavy imports after argument parsing
+    from utils.engine.build import build_run  # heavy imports after argument parsing
 
     rank, local_rank, world = world_info()
     ckpt = None

@@ -6,13 +6,12 @@
 
 ``run(**kwargs)`` is the entry point for train.py (in-memory model, ``fast=True`` per epoch) and
 tests. The full path's AP figures are pycocotools' own on predictions.json; the fast path uses the
-in-memory evaluator of utils/metrics.py (COCO's matching rule, ground truth from the loader).
+in-memory evaluator of utils/eval/metrics.py (COCO's matching rule, ground truth from the loader).
 """
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -20,15 +19,13 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-ROOT = Path(__file__).resolve().parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from utils.logger import LOG
+from utils.eval.metrics import AREA_RANGES, ConfusionMatrix, DetectionStats, coco_eval
+from utils.paths import UniqueStems, increment_path
+from utils.inference.postprocess import non_max_suppression, scale_boxes, to_coco_results, xywh2xyxy
+from utils.eval.report import print_results, save_plots, write_txt
 
-from utils.logger import LOG  # noqa: E402
-from utils.metrics import AREA_RANGES, ConfusionMatrix, DetectionStats, coco_eval  # noqa: E402
-from utils.paths import UniqueStems, increment_path  # noqa: E402
-from utils.postprocess import non_max_suppression, scale_boxes, to_coco_results, xywh2xyxy  # noqa: E402
-from utils.val_report import print_results, save_plots, write_txt  # noqa: E402
+ROOT = Path(__file__).resolve().parent
 
 TASKS = ("val", "test", "speed")
 FIGURES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AP_vt", "AP_t", "AP_s16", "AP_tiny",
@@ -39,7 +36,7 @@ FAST_AREAS = ("all", "small")  # per-epoch path: each extra range costs one more
 def _load_data(data: str | dict) -> dict:
     if isinstance(data, dict):
         return data
-    from utils.dataset import load_data_config
+    from utils.data.dataset import load_data_config
     if not Path(data).exists() and (ROOT / data).exists():  # 'data/shapes.yaml' from any working dir
         data = str(ROOT / data)
     return load_data_config(data)
@@ -64,7 +61,7 @@ def _check_classes(model_nc: int, model_names: list, names: list, single_cls: bo
 
 def _read_orig(dataset: Any, path: str, meta: dict) -> Any:
     """The original image behind a batch item, for sliced evaluation (decoded as the dataset does)."""
-    from utils.image_io import read_image
+    from utils.data.image_io import read_image
     p = Path(path)
     if not p.is_file() and getattr(dataset, "img_dir", None):
         p = Path(dataset.img_dir) / p
@@ -99,7 +96,7 @@ def run(data: str | dict = "data/shapes.yaml", weights: str | None = None, model
     """Evaluate weights (a checkpoint path) or an in-memory model on the data's `task` split.
     Returns AP, AP50, AP75, APs, APm, APl, AP_vt (<8 px), AP_t (8-16), AP_s16 (16-32), AR*,
     precision, recall, per_class, speed (ms per image), fitness (0.1 AP50 + 0.9 AP), save_dir.
-    slice > 0: each original image is read from disk and run in slice px windows (utils/slicing.py,
+    slice > 0: each original image is read from disk and run in slice px windows (utils/inference/slicing.py,
     plus a full-image pass with slice_full); the loader then only supplies labels, paths and metas."""
     if task not in TASKS:
         raise ValueError(f"val.run: task must be one of {TASKS}, got {task!r}")
@@ -111,7 +108,7 @@ def run(data: str | dict = "data/shapes.yaml", weights: str | None = None, model
         dev = next(model.parameters()).device
         src = "model"
     elif weights:
-        from utils.backends import load_model  # .pt checkpoints, .onnx and .torchscript exports
+        from utils.inference.backends import load_model  # .pt checkpoints, .onnx and .torchscript exports
         dev = select_device(device)
         model = load_model(weights, dev)
         src = str(weights)
@@ -123,7 +120,7 @@ def run(data: str | dict = "data/shapes.yaml", weights: str | None = None, model
     nc = len(names)
     _check_classes(int(model.nc), list(getattr(model, "names", []) or []), names, single_cls, src, str(data_src))
     was_training = model.training
-    if isinstance(model, torch.nn.Module):  # an exported model (utils/backends.py) is always in eval mode
+    if isinstance(model, torch.nn.Module):  # an exported model (utils/inference/backends.py) is always in eval mode
         model.eval()
     amp = half and dev.type == "cuda"  # autocast, never .half(): the caller's model (EMA) stays fp32
 
@@ -131,7 +128,7 @@ def run(data: str | dict = "data/shapes.yaml", weights: str | None = None, model
     if dataloader is None:
         if split not in data or not data[split]:
             raise ValueError(f"{data_src}: no '{split}' split defined")
-        from utils.dataset import create_dataloader
+        from utils.data.dataset import create_dataloader
         gs = max(int(model.stride.max()), 32)
         dataloader, dataset = create_dataloader(data[split], imgsz, batch_size, gs, rect=True, augment=False,
                                                 shuffle=False, workers=workers, names=data["names"])
@@ -151,9 +148,9 @@ def run(data: str | dict = "data/shapes.yaml", weights: str | None = None, model
     sliced = None
     if slice:
         try:
-            from utils.slicing import sliced_predict as sliced
+            from utils.inference.slicing import sliced_predict as sliced
         except ImportError as e:
-            raise RuntimeError(f"--slice {slice}: sliced inference needs utils/slicing.py ({e})") from None
+            raise RuntimeError(f"--slice {slice}: sliced inference needs utils/inference/slicing.py ({e})") from None
 
     stats = DetectionStats(nc if not single_cls else 1, FAST_AREAS if fast else ("all",), use_cats=not single_cls)
     confusion = ConfusionMatrix(nc) if plots else None
@@ -209,7 +206,7 @@ def run(data: str | dict = "data/shapes.yaml", weights: str | None = None, model
                     write_txt(d, meta, save_dir / "labels" / (txt_stem(paths[i]) + ".txt"))
             t_match += time.perf_counter() - t5
             if plots and bi < 3 and dets is not None:
-                from utils.plots import plot_predictions
+                from utils.plots.evaluation import plot_predictions
                 plot_predictions(imgs, dets, targets, names, save_dir / f"val_batch{bi}_pred.jpg", paths=paths)
     finally:
         if was_training:
@@ -292,7 +289,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
     opt = vars(parse_opt(argv))
     opt["plots"] = not opt.pop("noplots")
-    from utils.checkpoint import CheckpointError
+    from utils.engine.checkpoint import CheckpointError
     try:
         return run(**opt)
     except (ValueError, CheckpointError, OSError) as e:  # OSError: unwritable folder, full disk

@@ -1,8 +1,8 @@
 """Ablation: train each configuration from scratch at one fixed budget and tabulate what it bought.
 
-    python benchmarks/ablation.py                                   # deeppcb, 3 epochs at 320, all rows
-    python benchmarks/ablation.py --rows base p2 p2-atss-so --epochs 20
-    python benchmarks/ablation.py --readme                          # (re)write the README table from --out
+    python -m benchmarks.ablation                                   # deeppcb, 3 epochs at 320, all rows
+    python -m benchmarks.ablation --rows base p2 p2-atss-so --epochs 20
+    python -m benchmarks.ablation --readme                          # (re)write the README table from --out
 
 Rows change one thing at a time against the YOLOv5n baseline (conv stem, PAN, P3-P5 head, IoU
 assigner, default hyps), then stack what helps. Each finished row is saved in --out (JSON) at once,
@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 # name: (what changes, model YAML, assigner, hyp file, hyp overrides)
 ROWS: dict[str, tuple[str, str, str, str, list[str]]] = {
@@ -60,8 +58,8 @@ def run_row(name: str, opt: argparse.Namespace) -> dict:
     import train
     from benchmarks.speed import latency_images, our_latency, our_train_speed
     from models.yolo import Model
-    from utils.dataset import load_data_config
-    from utils.engine_setup import repo_path
+    from utils.data.dataset import load_data_config
+    from utils.engine.build import repo_path
 
     what, cfg, assigner, hyp, hyp_set = ROWS[name]
     hyp_path = f"configs/hyps/{hyp}.yaml"

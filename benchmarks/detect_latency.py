@@ -2,10 +2,10 @@
 channels-last memory, torch.inference_mode. Two figures per model:
 
   forward     the network alone on a 1x3xSxS tensor already on the device
-  end-to-end  a BGR uint8 SxS image -> letterbox, to tensor, forward, NMS (utils.inference.predict_image)
+  end-to-end  a BGR uint8 SxS image -> letterbox, to tensor, forward, NMS (utils.inference.predict.predict_image)
 
-    python benchmarks/detect_latency.py                                  # n, n-p2, n-spd at 640; CPU (+ CUDA)
-    python benchmarks/detect_latency.py --cfgs yolov5s.yaml --runs 50 --device cpu --threads 4
+    python -m benchmarks.detect_latency                                  # n, n-p2, n-spd at 640; CPU (+ CUDA)
+    python -m benchmarks.detect_latency --cfgs yolov5s.yaml --runs 50 --device cpu --threads 4
 
 Random-init weights (nc=80): speed does not depend on the weights, except NMS, which sees few boxes
 from an untrained model, so end-to-end here is a lower bound for busy scenes. Mean and median over
@@ -15,18 +15,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from models.yolo import Model
+from utils.inference.predict import predict_image
 
-from models.yolo import Model  # noqa: E402
-from utils.inference import predict_image  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 CFGS = ("yolov5n.yaml", "yolov5n-p2.yaml", "yolov5n-spd.yaml")
 

@@ -2,8 +2,8 @@
 torch.inference_mode), as TorchScript and as ONNX on onnxruntime, and the Ultralytics yolov5nu ONNX export on
 the same onnxruntime as the peer.
 
-    python benchmarks/export_speed.py --peer-onnx /tmp/peer-onnx/yolov5nu.onnx          # yolov5n, nc 80, 640
-    python benchmarks/export_speed.py --weights best.pt --runs 30 --threads 2 --out results/x.json
+    python -m benchmarks.export_speed --peer-onnx /tmp/peer-onnx/yolov5nu.onnx          # yolov5n, nc 80, 640
+    python -m benchmarks.export_speed --weights best.pt --runs 30 --threads 2 --out results/x.json
 
 Network forward only: a 1x3xSxS float input already in memory -> the (1, N, 5 + nc) output (the peer: its
 (1, 4 + nc, N) output). Repetitions are interleaved (one call of each model per round, so load from other jobs
@@ -28,13 +28,12 @@ from typing import Callable
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import export
+from models.yolo import Model
+from utils.inference.backends import load_model
+from utils.engine.checkpoint import checkpoint_yaml, save_checkpoint
 
-import export  # noqa: E402
-from models.yolo import Model  # noqa: E402
-from utils.backends import load_model  # noqa: E402
-from utils.checkpoint import checkpoint_yaml, save_checkpoint  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def ort_session(path: str | Path, threads: int):
@@ -45,7 +44,7 @@ def ort_session(path: str | Path, threads: int):
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
     # idle onnxruntime threads would otherwise spin for a while after each run and take the cores from the
-    # torch runs that follow in the same process (the same setting as utils/backends.py)
+    # torch runs that follow in the same process (the same setting as utils/inference/backends.py)
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
@@ -117,7 +116,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     def run_ts() -> None:
         with torch.inference_mode():
-            ts(xt)  # as detect.py runs it (utils/backends.py)
+            ts(xt)  # as detect.py runs it (utils/inference/backends.py)
 
     runners = {"pt": run_pt, "torchscript": run_ts, "onnx": ort_runner(files["onnx"], threads, opt.imgsz)}
     peer = Path(opt.peer_onnx)
@@ -131,7 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
     import onnxruntime
 
     res = {"what": "batch-1 forward latency, ms (median of interleaved rounds)",
-           "command": "python benchmarks/export_speed.py " + " ".join(sys.argv[1:] if argv is None else argv),
+           "command": "python -m benchmarks.export_speed " + " ".join(sys.argv[1:] if argv is None else argv),
            "imgsz": opt.imgsz,
            "threads": threads, "runs": opt.runs, "warmup": opt.warmup, "model": opt.weights or f"{opt.cfg} nc={opt.nc} "
            "(untrained)", "peer": str(peer) if peer.is_file() else None, "simplify": opt.simplify,

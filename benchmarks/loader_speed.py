@@ -1,6 +1,6 @@
 """Training loader throughput: images/s with mosaic (and the rest of the default augmentation).
 
-    python benchmarks/loader_speed.py [--data data/deeppcb.yaml] [--imgsz 640] [--batch-size 16]
+    python -m benchmarks.loader_speed [--data data/deeppcb.yaml] [--imgsz 640] [--batch-size 16]
                                       [--batches 30] [--workers 0 2] [--hyp configs/hyps/default.yaml] [--cache]
 
 Times `--batches` batches after one warm-up batch (which pays for starting the workers) and
@@ -9,16 +9,14 @@ prints one row per worker count. Numbers depend on the CPU and on what else runs
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from utils.data.dataset import create_dataloader, load_data_config
 
-from utils.dataset import create_dataloader, load_data_config  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def time_loader(split: dict, hyp: dict, imgsz: int, batch_size: int, workers: int, batches: int,

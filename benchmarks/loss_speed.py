@@ -1,6 +1,6 @@
 """Time assignment and DetectionLoss per batch (default: batch 16, 640 px, ~100 boxes/image).
 
-    python benchmarks/loss_speed.py [--device cpu] [--threads 1] [--p2] [--nc 80] [--runs 5]
+    python -m benchmarks.loss_speed [--device cpu] [--threads 1] [--p2] [--nc 80] [--runs 5]
 
 Random raw maps stand in for a model's output, so this times the loss alone.
 """
@@ -8,17 +8,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.assigners import make_anchor_points  # noqa: E402
-from utils.loss import DetectionLoss, targets_to_padded  # noqa: E402
+from utils.assign.assigners import make_anchor_points
+from utils.loss.anchor import DetectionLoss, targets_to_padded
 
 ANCHORS = {4: [5, 6, 8, 14, 15, 11], 8: [10, 13, 16, 30, 33, 23], 16: [30, 61, 62, 45, 59, 119],
            32: [116, 90, 156, 198, 373, 326]}

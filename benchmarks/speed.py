@@ -1,7 +1,7 @@
 """Training throughput and batch-1 latency on this CPU, ours beside the Ultralytics package's.
 
-    python benchmarks/speed.py                                # deeppcb, yolov5n, 640, batch 8, 2 threads
-    python benchmarks/speed.py --peer-python /tmp/peer-venv/bin/python --threads 2
+    python -m benchmarks.speed                                # deeppcb, yolov5n, 640, batch 8, 2 threads
+    python -m benchmarks.speed --peer-python /tmp/peer-venv/bin/python --threads 2
 
 Ours, in this process:
   train img/s  steady-state optimizer steps (forward, loss, backward, clip, SGD, EMA) on mosaic
@@ -21,7 +21,6 @@ import argparse
 import json
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,7 +29,6 @@ import cv2
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 PEER = ROOT.parent / "shared" / "bench" / "peer.py"
 
@@ -39,8 +37,8 @@ def our_train_speed(data: str, cfg: str, imgsz: int, batch: int, batches: int, w
                     workers: int) -> float:
     """Images/s of the training step as train.py runs it, median over timed batches."""
     import train
-    from utils.engine_setup import build_run
-    from utils.optim import apply_lr
+    from utils.engine.build import build_run
+    from utils.engine.optim import apply_lr
 
     opt = argparse.Namespace(**{**train.DEFAULTS, "data": data, "cfg": cfg, "imgsz": imgsz, "batch_size": batch,
                                 "epochs": 1, "workers": workers, "noplots": True, "noautoanchor": True,
@@ -69,7 +67,7 @@ def our_train_speed(data: str, cfg: str, imgsz: int, batch: int, batches: int, w
 def our_latency(cfg: str, nc: int, images: list[Path], imgsz: int) -> float:
     """Median ms per image, batch 1, file to boxes."""
     from models.yolo import Model
-    from utils.inference import predict_image
+    from utils.inference.predict import predict_image
 
     torch.manual_seed(0)
     model = Model(cfg, nc=nc).fuse().eval().to(memory_format=torch.channels_last)
@@ -86,7 +84,7 @@ def our_latency(cfg: str, nc: int, images: list[Path], imgsz: int) -> float:
 
 def latency_images(data: dict, n: int) -> list[Path]:
     """The first n + 1 val images (our_latency drops the first call as warm-up)."""
-    from utils.coco_build import list_images
+    from utils.data.convert.common import list_images
 
     return list_images(data["val"]["images"])[:n + 1]
 
@@ -120,8 +118,8 @@ def main(argv: list[str] | None = None) -> dict:
     opt = ap.parse_args(argv)
     torch.set_num_threads(opt.threads)
 
-    from utils.dataset import load_data_config
-    from utils.engine_setup import repo_path
+    from utils.data.dataset import load_data_config
+    from utils.engine.build import repo_path
     data = load_data_config(repo_path(opt.data))
     coco_root = Path(data["val"]["images"]).parent.parent
 

@@ -1,9 +1,9 @@
 """Validation time on deeppcb val (500 images, 3140 boxes), split into inference, NMS, in-memory
 matching and pycocotools' COCOeval; plus how far the fast in-memory AP is from COCO's.
 
-    python benchmarks/val_speed.py                       # both parts, CPU, random-init yolov5n (~4 min, 2 threads)
-    python benchmarks/val_speed.py --weights best.pt --device 0 --part model
-    python benchmarks/val_speed.py --part metrics        # metrics only (no model), synthetic predictions
+    python -m benchmarks.val_speed                       # both parts, CPU, random-init yolov5n (~4 min, 2 threads)
+    python -m benchmarks.val_speed --weights best.pt --device 0 --part model
+    python -m benchmarks.val_speed --part metrics        # metrics only (no model), synthetic predictions
 
 Part 'metrics' turns the real ground truth into predictions (jittered true boxes, dropped boxes,
 random false boxes up to N per image) so COCOeval and the fast path are timed and compared on the
@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,10 +23,9 @@ import numpy as np
 import torch
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from utils.eval.metrics import AREA_RANGES, DetectionStats, coco_eval
 
-from utils.metrics import AREA_RANGES, DetectionStats, coco_eval  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 DATA = Path(os.environ.get("SMALLDET_DATASETS", ROOT.parent / "shared" / "datasets")) / "deeppcb"
 
@@ -90,7 +88,7 @@ def bench_metrics(per_image: int) -> None:
 
 
 class _PlainVal(torch.utils.data.Dataset):
-    """Fallback while utils/dataset.py is absent: decode + square letterbox, the batch interface of
+    """Fallback while utils/data/dataset.py is absent: decode + square letterbox, the batch interface of
     docs/interfaces.md. Only for timing; val.run uses create_dataloader when it exists."""
 
     def __init__(self, json_path: Path, img_dir: Path, imgsz: int):
@@ -132,7 +130,7 @@ def _collate(batch):
 def bench_model(opt: argparse.Namespace) -> None:
     import val
     from models.yolo import Model
-    from utils.checkpoint import checkpoint_yaml, save_checkpoint
+    from utils.engine.checkpoint import checkpoint_yaml, save_checkpoint
     with tempfile.TemporaryDirectory() as tmp:
         weights = opt.weights
         if not weights:  # untrained: many low-confidence boxes, a heavy case for NMS and COCOeval
@@ -150,9 +148,9 @@ def bench_model(opt: argparse.Namespace) -> None:
         torch.set_num_threads(opt.threads)
         loader = None
         try:
-            import utils.dataset  # noqa: F401
+            import utils.data.dataset  # noqa: F401
         except ImportError:
-            print("  (utils/dataset.py absent: using the benchmark's plain letterbox loader)")
+            print("  (utils/data/dataset.py absent: using the benchmark's plain letterbox loader)")
             ds = _PlainVal(DATA / "annotations/instances_val.json", DATA / "images/val", opt.imgsz)
             loader = torch.utils.data.DataLoader(ds, opt.batch_size, num_workers=opt.workers, collate_fn=_collate)
             data = {"names": ds.names, "cat_ids": ds.cat_ids, "val": {}}

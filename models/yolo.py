@@ -1,6 +1,6 @@
 """Model: a YAML file -> nn.Module graph, plus info() and fuse().
 
-Run as a script to print the layer table: ``python models/yolo.py --cfg yolov5s.yaml``.
+Run as a script to print the layer table: ``python -m models.yolo --cfg yolov5s.yaml``.
 """
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ from copy import deepcopy
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a script: make the repo root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
 import torch.nn as nn

@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny COCO data set written from scratch, independent of data/shapes.py."""
+"""Shared fixtures: a tiny COCO data set written from scratch, independent of utils/data/shapes.py."""
 from __future__ import annotations
 
 import json

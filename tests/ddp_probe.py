@@ -1,6 +1,6 @@
 """train.py under torchrun, with probes: run by tests/test_train.py::test_ddp_two_processes_gloo.
 
-    python -m torch.distributed.run --nproc_per_node 2 tests/ddp_probe.py OUT_DIR <train.py args>
+    python -m torch.distributed.run --nproc_per_node 2 -m tests.ddp_probe OUT_DIR <train.py args>
 
 Each rank writes OUT_DIR/rank<r>.pt: its weights before the first step and after training, the
 dataset indices it loaded and the uint8 batches it trained on, so the test can check that the
@@ -21,14 +21,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import train
+import utils.loss.dfl
+import utils.engine.trainer
+from utils.data.dataset import CocoDataset
+from utils.torch_utils import unwrap, world_info
 
-import train  # noqa: E402
-import utils.loss_dfl  # noqa: E402
-import utils.trainer  # noqa: E402
-from utils.dataset import CocoDataset  # noqa: E402
-from utils.torch_utils import unwrap, world_info  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def bn_running_stats(self: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
@@ -50,7 +49,7 @@ def main() -> None:
     record: dict = {}
 
     nn.BatchNorm2d.forward = bn_running_stats
-    utils.loss_dfl.build_loss = lambda model, hyp: sum_over_images_loss
+    utils.loss.dfl.build_loss = lambda model, hyp: sum_over_images_loss
 
     get_item = CocoDataset.__getitem__
 
@@ -60,14 +59,14 @@ def main() -> None:
         return get_item(self, index)
 
     CocoDataset.__getitem__ = getitem
-    preprocess = utils.trainer.Trainer.preprocess
+    preprocess = utils.engine.trainer.Trainer.preprocess
 
     def recording_preprocess(self, imgs):
         batches.append(imgs.clone())
         return preprocess(self, imgs)
 
-    utils.trainer.Trainer.preprocess = recording_preprocess
-    fit = utils.trainer.Trainer.fit
+    utils.engine.trainer.Trainer.preprocess = recording_preprocess
+    fit = utils.engine.trainer.Trainer.fit
 
     def recording_fit(self):
         record["initial"] = {k: v.clone() for k, v in unwrap(self.model).state_dict().items()}
@@ -76,7 +75,7 @@ def main() -> None:
         record["final"] = {k: v.clone() for k, v in unwrap(self.model).state_dict().items()}
         return result
 
-    utils.trainer.Trainer.fit = recording_fit
+    utils.engine.trainer.Trainer.fit = recording_fit
     train.main(train.parse_opt(sys.argv[2:]))
     torch.save({**record, "seen": seen, "batches": batches}, out / f"rank{rank}.pt")
 

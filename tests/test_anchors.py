@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 
 from models.head import Detect
-from utils.anchors import best_possible_recall, check_anchors, dataset_box_wh, kmean_anchors
+from utils.engine.autoanchor import best_possible_recall, check_anchors, dataset_box_wh, kmean_anchors
 
 PLANTED = np.array([[4, 5], [9, 6], [6, 12], [16, 14], [24, 40], [40, 24], [64, 70], [120, 90],
                     [200, 180]], dtype=float)

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torchvision.ops as tvops
 
-from utils.assigners import (
+from utils.assign.assigners import (
     ASSIGNERS,
     ATSSAssigner,
     IoUAssigner,

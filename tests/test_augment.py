@@ -12,9 +12,9 @@ import cv2
 import numpy as np
 import pytest
 
-from utils.augment import classify_kept, flip_lr, flip_ud, letterbox, mosaic4, random_affine
-from utils.dataset import CocoDataset, create_dataloader
-from utils.tiling import crop_boxes, tile_window
+from utils.augment.transforms import classify_kept, flip_lr, flip_ud, letterbox, mosaic4, random_affine
+from utils.data.dataset import CocoDataset, create_dataloader
+from utils.augment.crops import crop_boxes, tile_window
 
 # BGR colours with every channel 0 or 255: told apart from each other, black and the pad grey
 # (114) by thresholding each channel at 128, even after interpolation blurs the edges.
@@ -266,7 +266,7 @@ def test_dropped_tiny_boxes_are_reported_by_the_loader(tmp_path, workers):
 
 
 def test_copy_paste_small_pastes_only_small_objects_onto_free_places():
-    from utils.copy_paste import copy_paste_small
+    from utils.augment.copy_paste import copy_paste_small
 
     donor = np.full((96, 96, 3), 30, np.uint8)
     donor[10:20, 10:20] = (0, 0, 255)  # a 10 px red square: small enough
@@ -290,7 +290,7 @@ def test_copy_paste_small_pastes_only_small_objects_onto_free_places():
 
 
 def test_mixup_blends_with_a_beta_ratio_and_keeps_both_label_sets():
-    from utils.augment import mixup
+    from utils.augment.transforms import mixup
 
     a, b = np.full((8, 8, 3), 100, np.uint8), np.full((8, 8, 3), 200, np.uint8)
     ba, bb = np.array([[0, 1, 1, 4, 4]], np.float32), np.array([[1, 2, 2, 6, 6], [0, 0, 0, 3, 3]], np.float32)
@@ -304,7 +304,7 @@ def test_mixup_blends_with_a_beta_ratio_and_keeps_both_label_sets():
 def test_hsv_gains_scale_hue_saturation_and_value_as_drawn():
     import cv2
 
-    from utils.augment import augment_hsv
+    from utils.augment.transforms import augment_hsv
 
     rng0 = np.random.default_rng(3)
     img = np.stack(np.meshgrid(np.arange(20, 220, 10), np.arange(30, 230, 10)), -1)

@@ -12,18 +12,18 @@ import torch
 import yaml
 
 import val
-from data import shapes
+from utils.data import shapes
 from tests.conftest import make_coco
-from utils.annotate import save_crops
-from utils.data_config import DatasetError, load_data_config
+from utils.inference.annotate import save_crops
+from utils.data.config import DatasetError, load_data_config
 from utils.paths import UniqueStems, safe_name
-from utils.slicing import MAX_WINDOWS, slice_windows, sliced_predict
+from utils.inference.slicing import MAX_WINDOWS, slice_windows, sliced_predict
 
 
 def _untrained_weights(path: Path) -> Path:
     """An untrained yolov5n checkpoint for the tiny COCO sets (class ids as in tests/conftest.py)."""
     from models.yolo import Model
-    from utils.checkpoint import checkpoint_yaml, save_checkpoint
+    from utils.engine.checkpoint import checkpoint_yaml, save_checkpoint
     torch.manual_seed(0)
     m = Model("yolov5n.yaml", nc=2)
     m.names, m.cat_ids = ["square", "disc"], [3, 7]
@@ -172,14 +172,14 @@ def _hyp_file(tmp_path: Path, text: str) -> str:
     ("lr0: 0.01\nweight_decay: -1\n", r"h\.yaml: weight_decay: -1\.0 must be >= 0"),
 ])
 def test_hyp_file_errors_name_the_file_and_key(tmp_path, text, message):
-    from utils.engine_setup import load_hyp
+    from utils.engine.build import load_hyp
     with pytest.raises(ValueError, match=message):
         load_hyp(_hyp_file(tmp_path, text))
 
 
 def test_hyp_file_numbers_in_yaml11_form_and_missing_keys_take_the_defaults(tmp_path):
-    from utils.engine_setup import load_hyp
-    from utils.hyp import default_hyp
+    from utils.engine.build import load_hyp
+    from utils.config import default_hyp
     hyp = load_hyp(_hyp_file(tmp_path, "lr0: 1e-3\n"))  # YAML 1.1 reads 1e-3 as a string
     assert hyp["lr0"] == 0.001 and isinstance(hyp["lr0"], float)
     assert hyp["weight_decay"] == default_hyp()["weight_decay"]  # was KeyError 'weight_decay'
@@ -187,7 +187,7 @@ def test_hyp_file_numbers_in_yaml11_form_and_missing_keys_take_the_defaults(tmp_
 
 
 def test_hyp_set_values_are_checked_like_the_file(tmp_path):
-    from utils.engine_setup import load_hyp, parse_hyp_set
+    from utils.engine.build import load_hyp, parse_hyp_set
     hyp = load_hyp("configs/hyps/default.yaml")
     assert parse_hyp_set(["lr0=1e-3", "close_mosaic=3"], hyp, "d.yaml") == {"lr0": 0.001, "close_mosaic": 3}
     with pytest.raises(ValueError, match=r"--hyp-set 'fliplr=2.5': fliplr: 2\.5 is outside"):
@@ -309,7 +309,7 @@ def test_cli_ends_with_one_line_and_a_nonzero_exit(tiny_coco, tmp_path, script, 
 
 # ---------------------------------------------------------------- 10. smaller ones
 def test_stale_checkpoint_temp_files_are_cleaned_and_nothing_else(tmp_path):
-    from utils.checkpoint import save_checkpoint
+    from utils.engine.checkpoint import save_checkpoint
     stale = tmp_path / "last.pt.k3x9_a1q.tmp"  # what a kill -9 mid-write leaves (mkstemp's 8 characters)
     stale.write_bytes(b"half a checkpoint")
     keep = [tmp_path / "last.pt.my-notes.tmp", tmp_path / "best.pt.k3x9_a1q.tmp", tmp_path / "other.tmp"]
@@ -323,7 +323,7 @@ def test_stale_checkpoint_temp_files_are_cleaned_and_nothing_else(tmp_path):
 def test_truncated_video_is_read_with_a_warning(tmp_path, caplog):
     import logging
 
-    from utils.sources import SourceReader
+    from utils.inference.sources import SourceReader
     path = tmp_path / "clip.avi"
     w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
     for k in range(20):

@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from utils import charts
+from utils.plots import charts
 
 
 @pytest.mark.parametrize("lo,hi", [(0, 1), (0, 0.037), (-3, 250), (5, 5), (1e3, 1.7e5)])

@@ -8,11 +8,11 @@ import cv2
 import numpy as np
 import pytest
 
-from utils.coco_build import ConvertError, parse_names
-from utils.coco_data import load_coco
-from utils.convert import main
-from utils.voc_labels import voc_to_coco
-from utils.yolo_labels import coco_to_yolo, yolo_to_coco
+from utils.data.convert.common import ConvertError, parse_names
+from utils.data.coco import load_coco
+from utils.data.convert.cli import main
+from utils.data.convert.voc import voc_to_coco
+from utils.data.convert.yolo import coco_to_yolo, yolo_to_coco
 
 # (file_name, width, height): odd sizes, a sub-folder, a PNG and a JPEG
 IMAGES = [("a.jpg", 53, 37), ("sub/b.png", 120, 64), ("c.png", 31, 90), ("neg.jpg", 40, 40)]

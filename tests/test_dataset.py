@@ -15,8 +15,8 @@ import torch
 import yaml
 
 from tests.conftest import make_coco
-from utils.coco_data import DatasetError, load_coco
-from utils.dataset import CocoDataset, collate_fn, main
+from utils.data.coco import DatasetError, load_coco
+from utils.data.dataset import CocoDataset, collate_fn, main
 
 ROOT = Path(__file__).resolve().parent.parent
 CATS = [{"id": 1, "name": "a"}, {"id": 5, "name": "b"}]
@@ -253,7 +253,8 @@ def test_cli_summary_and_exit_status(tmp_path, capsys):
     assert "images 3" in out and "val: UNUSABLE" in out and "instances_val.json" in out
     # a malformed json is reported as an error naming it, also through `python -m`
     (tmp_path / "good" / "annotations" / "instances_val.json").write_text("{oops")
-    r = subprocess.run([sys.executable, "-m", "utils.dataset", str(data)], cwd=ROOT, capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "utils.data.dataset", str(data)], cwd=ROOT, capture_output=True,
+                       text=True)
     assert r.returncode != 0 and "instances_val.json: malformed JSON at line 1" in r.stdout
 
 
@@ -268,7 +269,7 @@ def test_crowd_regions_are_not_training_boxes(tmp_path):
 
 
 def test_dataset_key_resolves_under_smalldet_datasets(tmp_path, monkeypatch):
-    from utils.data_config import load_data_config
+    from utils.data.config import load_data_config
 
     holder = tmp_path / "holder"
     make_coco(holder / "myset", n_train=2, n_val=1)

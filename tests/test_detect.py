@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import detect
-from utils.sources import SourceError, SourceReader, parse_source
+from utils.inference.sources import SourceError, SourceReader, parse_source
 
 CONF = 0.2
 
@@ -21,7 +21,7 @@ CONF = 0.2
 def weights(tmp_path_factory) -> Path:
     """A tiny untrained yolov5n whose objectness bias is raised so that it reports boxes."""
     from models.yolo import Model
-    from utils.checkpoint import checkpoint_yaml, save_checkpoint
+    from utils.engine.checkpoint import checkpoint_yaml, save_checkpoint
     torch.manual_seed(0)
     m = Model("yolov5n.yaml", nc=2)
     for conv in m.detect.m:
@@ -266,7 +266,7 @@ def test_sliced_detect_returns_the_known_box_of_every_window(tmp_path, monkeypat
     """With --slice every window reports the stand-in's box: each must come back at its window's
     offset plus the box scaled by slice / imgsz, within a pixel, on odd image sizes."""
     from tests.test_slicing import OneBoxModel
-    from utils.slicing import slice_windows
+    from utils.inference.slicing import slice_windows
 
     model = OneBoxModel(box=(12.0, 10.0, 8.0, 6.0))
     model.names, model.cat_ids = ["square", "disc"], [3, 7]

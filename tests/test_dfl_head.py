@@ -11,13 +11,13 @@ import torch
 
 from models.yolo import Model
 from utils.boxes import aligned_iou
-from utils.loss_dfl import DFLLoss, build_loss, dfl_loss
-from utils.postprocess import non_max_suppression
-from utils.tal import TaskAlignedAssigner
+from utils.loss.dfl import DFLLoss, build_loss, dfl_loss
+from utils.inference.postprocess import non_max_suppression
+from utils.assign.tal import TaskAlignedAssigner
 
 
 def _slow_tal(scores, pboxes, points, strides, gt_boxes, gt_cls, gt_mask, topk, alpha, beta):
-    """Loop-per-box task-aligned assignment with the candidate rule of utils/tal.py."""
+    """Loop-per-box task-aligned assignment with the candidate rule of utils/assign/tal.py."""
     b_n, a_n, nc = scores.shape
     fg = torch.zeros(b_n, a_n, dtype=torch.bool)
     idx = torch.zeros(b_n, a_n, dtype=torch.long)
@@ -222,7 +222,7 @@ def test_dfl_loss_total_against_slow_reference():
 
 
 def test_close_mosaic_turns_mosaic_off_for_the_last_epochs():
-    from utils.trainer import Trainer
+    from utils.engine.trainer import Trainer
 
     ds = SimpleNamespace(mosaic_p=1.0)
     fake = SimpleNamespace(hyp={"close_mosaic": 2}, epochs=5, main=False,
@@ -241,7 +241,7 @@ def test_train_dfl_head_end_to_end(tiny_coco, tmp_path, monkeypatch):
     import train
     import val
     from tests.train_probe import TrainProbe, moved
-    from utils.checkpoint import read_checkpoint
+    from utils.engine.checkpoint import read_checkpoint
 
     probe = TrainProbe(monkeypatch)  # counts mosaics in this process: workers=0
     res = train.run(data=str(tiny_coco), cfg="yolov5n-dfl.yaml", imgsz=64, batch_size=4, workers=0,

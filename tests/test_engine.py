@@ -17,9 +17,9 @@ import torch.nn as nn
 import yaml
 
 from models.yolo import Model
-from utils.engine_setup import build_model
+from utils.engine.build import build_model
 from utils.torch_utils import ModelEMA
-from utils.trainer import MAX_BAD_STEPS, Trainer, TrainingStopped
+from utils.engine.trainer import MAX_BAD_STEPS, Trainer, TrainingStopped
 
 # a 3k-parameter detector (five strided convs and the real Detect head): the engine tests need
 # a Model with a Detect layer, not yolov5n's cost per step
@@ -257,7 +257,7 @@ def test_resume_through_last_pt_continues_exactly(tmp_path):
     """Two batches an epoch, a step every 3 (nbs 6 / batch 2): steps straddle epochs, so the
     optimizer-step counter must survive a resume; fitness falls after epoch 0, so early stopping
     (patience 2) must remember the best epoch. Uninterrupted vs stopped after epoch 1 + resumed."""
-    from utils.checkpoint import read_checkpoint
+    from utils.engine.checkpoint import read_checkpoint
 
     hyp = {**HYP, "nbs": 6}
     loader = [_batch(seed=i) for i in range(2)]
@@ -303,7 +303,7 @@ def _draws() -> tuple:
 
 
 def test_rng_state_round_trips_through_a_weights_only_checkpoint(tmp_path):
-    from utils.checkpoint import save_checkpoint
+    from utils.engine.checkpoint import save_checkpoint
     from utils.torch_utils import rng_state, set_rng_state
 
     np.random.randn()  # numpy caches the second Gaussian of a pair: that must travel too
@@ -435,7 +435,7 @@ class _RecordingTrainer(Trainer):
 
 
 def test_close_mosaic_restarts_persistent_workers_with_mosaic_off(tmp_path):
-    from utils.dataset import collate_fn
+    from utils.data.dataset import collate_fn
 
     loader = torch.utils.data.DataLoader(_FlagSet(), batch_size=2, num_workers=1, persistent_workers=True,
                                          collate_fn=collate_fn)

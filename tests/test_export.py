@@ -1,4 +1,4 @@
-"""export.py and the inference backends (utils/backends.py): exported ONNX / TorchScript models give PyTorch's
+"""export.py and the inference backends (utils/inference/backends.py): exported ONNX / TorchScript models give PyTorch's
 outputs for every model config, carry their metadata, run through detect.py and val.py (sliced too), and bad
 input fails with one line naming the file or flag.
 
@@ -26,9 +26,9 @@ import torch
 
 import export
 from models.yolo import Model
-from utils.backends import OnnxModel, TorchScriptModel, load_model
-from utils.checkpoint import CheckpointError, checkpoint_yaml, save_checkpoint
-from utils.postprocess import non_max_suppression
+from utils.inference.backends import OnnxModel, TorchScriptModel, load_model
+from utils.engine.checkpoint import CheckpointError, checkpoint_yaml, save_checkpoint
+from utils.inference.postprocess import non_max_suppression
 
 ROOT = Path(__file__).resolve().parent.parent
 # every config in configs/models at the n scale ('yolov5-dfl.yaml' -> 'yolov5n-dfl.yaml'); the heads and stems of

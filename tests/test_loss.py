@@ -7,8 +7,8 @@ import torch.nn as nn
 import torchvision.ops as tvops
 
 from models.head import Detect
-from utils.assigners import build_assigner, make_anchor_points
-from utils.loss import DetectionLoss, level_balance, targets_to_padded
+from utils.assign.assigners import build_assigner, make_anchor_points
+from utils.loss.anchor import DetectionLoss, level_balance, targets_to_padded
 
 ANCHORS3 = [[10, 13, 16, 30, 33, 23], [30, 61, 62, 45, 59, 119], [116, 90, 156, 198, 373, 326]]
 
@@ -182,7 +182,7 @@ def test_targets_to_padded_matches_loop():
 
 def test_gains_balance_and_assigner_choice():
     assert [level_balance(s) for s in (8, 16, 32, 64)] == [4.0, 1.0, 0.4, 0.06]
-    assert level_balance(4) == 16.0  # equal weight per cell as P3 (see utils/loss.py)
+    assert level_balance(4) == 16.0  # equal weight per cell as P3 (see utils/loss/anchor.py)
     p2 = StandIn(nc=20, anchors=[[5, 6, 8, 14, 15, 11]] + ANCHORS3, strides=(4, 8, 16, 32),
                  assigner="atss")
     loss = DetectionLoss(p2, {"box": 0.05, "obj": 1.0, "cls": 0.5, "imgsz": 320})
@@ -217,7 +217,7 @@ def _focal_by_hand(x: float, t: float, pos_weight: float, gamma: float, alpha: f
 @pytest.mark.parametrize("gamma", [0.0, 0.5, 1.5, 2.0])  # 0.5: focal is on for any gamma > 0
 @pytest.mark.parametrize("pos_weight", [1.0, 2.5])
 def test_focal_bce_matches_the_formula_elementwise(gamma, pos_weight):
-    from utils.loss import _bce
+    from utils.loss.anchor import _bce
 
     logits = torch.tensor([-4.0, -1.0, -0.2, 0.0, 0.3, 1.0, 3.0], dtype=torch.float64)
     for t in (0.0, 1.0, 0.35):  # hard negatives, positives, and a soft (IoU-aware) target
@@ -318,7 +318,7 @@ def test_channels_last_training_matches_contiguous(cfg):
     import copy
 
     from models.yolo import Model
-    from utils.loss_dfl import build_loss
+    from utils.loss.dfl import build_loss
 
     torch.manual_seed(0)
     plain = Model(cfg, nc=3).double().train()

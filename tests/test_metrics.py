@@ -11,8 +11,8 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from utils.matching import match_image
-from utils.metrics import AREA_RANGES, ConfusionMatrix, DetectionStats, coco_eval
+from utils.eval.matching import match_image
+from utils.eval.metrics import AREA_RANGES, ConfusionMatrix, DetectionStats, coco_eval
 
 
 def synth_gt(n_img: int = 40, nc: int = 3, seed: int = 0, dense: bool = False) -> dict:

@@ -14,8 +14,8 @@ import yaml
 from models.blocks import C3, SPPF, BottleneckCSP, Conv, ConvMish, DWConv, make_act
 from models.extras import ASPP, SE, AvgPool, ConvTranspose, DeformConv, DenseBlock, MBConv
 from models.yolo import Model, count_gflops
-from utils.loss_dfl import build_loss
-from utils.optim import build_optimizer
+from utils.loss.dfl import build_loss
+from utils.engine.optim import build_optimizer
 
 ROOT = Path(__file__).resolve().parent.parent
 YOLOV5N = 1_872_157  # the reference YOLOv5n count, checked in test_models

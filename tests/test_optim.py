@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from models.yolo import Model
-from utils.optim import apply_lr, build_optimizer, lr_lambda, warmup_iterations
+from utils.engine.optim import apply_lr, build_optimizer, lr_lambda, warmup_iterations
 
 HYP = dict(lr0=0.01, lrf=0.01, momentum=0.937, warmup_epochs=3, warmup_iters=100, warmup_momentum=0.8,
            warmup_bias_lr=0.1)

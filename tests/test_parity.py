@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from utils.optim import accumulation_at
-from utils.trainer import Trainer
+from utils.engine.optim import accumulation_at
+from utils.engine.trainer import Trainer
 
 # Hand-computed for nw = 100 warmup iterations, nbs 64, batch 16 (YOLOv5's schedule): the
 # accumulation round(1 + 3 * ni / 100) is 1 up to ni 16, 2 from 17 to 50 (1.5 at 50 rounds

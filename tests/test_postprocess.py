@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from utils.postprocess import non_max_suppression, scale_boxes, to_coco_results, xywh2xyxy
+from utils.inference.postprocess import non_max_suppression, scale_boxes, to_coco_results, xywh2xyxy
 
 
 def _iou(a: list[float], b: list[float]) -> float:

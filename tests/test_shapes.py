@@ -1,4 +1,4 @@
-"""The built-in demo set (data/shapes.py) is deterministic and holds what its docstring says."""
+"""The built-in demo set (utils/data/shapes.py) is deterministic and holds what its docstring says."""
 from __future__ import annotations
 
 import importlib.util
@@ -8,14 +8,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from utils.coco_data import load_coco
+from utils.data.coco import load_coco
 
 ROOT = Path(__file__).resolve().parent.parent
 SPLITS = {"train": 6, "val": 3}
 
 
 def shapes_module():
-    spec = importlib.util.spec_from_file_location("shapes_demo", ROOT / "data" / "shapes.py")
+    spec = importlib.util.spec_from_file_location("shapes_demo", ROOT / "utils" / "data" / "shapes.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod

@@ -11,7 +11,8 @@ import torch
 
 from torchvision.ops import box_iou
 
-from utils.slicing import merge_detections, model_tile_predictor, sliced_inference, sliced_predict, slice_windows
+from utils.inference.slicing import (merge_detections, model_tile_predictor, sliced_inference, sliced_predict,
+                                     slice_windows)
 
 
 @pytest.mark.parametrize("h, w, size, overlap", [(1000, 1500, 640, 0.2), (641, 640, 640, 0.2), (2000, 333, 256, 0.5),

@@ -16,7 +16,7 @@ import torch
 
 import train
 from tests.train_probe import TrainProbe, fixed_batch_loss, moved
-from utils.checkpoint import CheckpointError, load_model, read_checkpoint
+from utils.engine.checkpoint import CheckpointError, load_model, read_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMON = dict(cfg="yolov5n.yaml", imgsz=64, batch_size=4, workers=0, noautoanchor=False)
@@ -60,7 +60,7 @@ def test_short_run_writes_everything_and_learns(tiny_coco, tmp_path, monkeypatch
 
 def test_checkpoint_round_trip(tmp_path):
     from models.yolo import Model
-    from utils.checkpoint import checkpoint_yaml, save_checkpoint
+    from utils.engine.checkpoint import checkpoint_yaml, save_checkpoint
 
     model = Model("yolov5n-p2.yaml", nc=2)
     model.detect.anchors.mul_(1.5)  # as if autoanchor had changed them
@@ -199,7 +199,7 @@ def test_ddp_two_processes_gloo(tiny_coco, tmp_path):
     that exact)."""
     from models.yolo import Model
     from tests.ddp_probe import bn_running_stats, sum_over_images_loss
-    from utils.optim import apply_lr, build_optimizer, lr_lambda
+    from utils.engine.optim import apply_lr, build_optimizer, lr_lambda
 
     with socket.socket() as s:  # a free port, so parallel test runs do not collide
         s.bind(("127.0.0.1", 0))
@@ -208,7 +208,7 @@ def test_ddp_two_processes_gloo(tiny_coco, tmp_path):
     out.mkdir()
     args = _train_cmd(tiny_coco, tmp_path, 1, "--device", "cpu", "--hyp-set", "nbs=4", "warmup_epochs=0")[2:]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
-           str(ROOT / "tests" / "ddp_probe.py"), str(out), *args]
+           "-m", "tests.ddp_probe", str(out), *args]
     res = subprocess.run(cmd, capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=900)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     run_dir = tmp_path / "r"
@@ -270,7 +270,7 @@ def test_noval_scores_only_the_last_epoch_and_hyp_set_overrides(tiny_coco, tmp_p
 
 
 def test_hyp_set_rejects_unknown_keys_and_bad_items():
-    from utils.engine_setup import parse_hyp_set
+    from utils.engine.build import parse_hyp_set
 
     hyp = {"tile": 0.5, "nwd": 0.0}
     assert parse_hyp_set(["tile=1", "nwd=0.5"], hyp, "h.yaml") == {"tile": 1, "nwd": 0.5}
@@ -281,7 +281,7 @@ def test_hyp_set_rejects_unknown_keys_and_bad_items():
 
 
 def test_optimizer_comes_from_flag_then_hyp_file_then_sgd():
-    from utils.engine_setup import load_hyp, resolve_optimizer
+    from utils.engine.build import load_hyp, resolve_optimizer
 
     dfl = load_hyp("configs/hyps/small-objects-dfl.yaml")
     assert resolve_optimizer(None, dfl, "h.yaml") == "AdamW" and dfl["lr0"] == 0.001

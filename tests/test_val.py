@@ -43,7 +43,7 @@ def odd_coco(tmp_path_factory) -> Path:
 
 
 class StandInDataset:
-    """The interface of utils/dataset.py, enough for val.run: attributes and letterbox metas."""
+    """The interface of utils/data/dataset.py, enough for val.run: attributes and letterbox metas."""
 
     def __init__(self, json_path: Path):
         d = json.loads(json_path.read_text())
@@ -203,7 +203,7 @@ def test_bad_input_errors(odd_coco, tmp_path):
         val.run(data={"names": ["a"]}, project=str(tmp_path))
     with pytest.raises(ValueError, match="task"):
         val.run(data={"names": ["a"]}, task="train")
-    from utils.checkpoint import CheckpointError
+    from utils.engine.checkpoint import CheckpointError
     with pytest.raises(CheckpointError, match="not found"):
         val.run(data={"names": ["a"]}, weights=str(tmp_path / "missing.pt"), device="cpu")
     bad = tmp_path / "corrupt.pt"
@@ -230,7 +230,7 @@ def test_increment_path(tmp_path):
 def test_cli_with_real_model_and_loader(tiny_coco, tmp_path, log_text):
     """The real chain: checkpoint -> load_model -> create_dataloader -> val.py CLI."""
     from models.yolo import Model
-    from utils.checkpoint import checkpoint_yaml, save_checkpoint
+    from utils.engine.checkpoint import checkpoint_yaml, save_checkpoint
     torch.manual_seed(0)
     for nc, name in ((2, "ok"), (3, "bad")):
         m = Model("yolov5n.yaml", nc=nc)

@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 import torch
 
-from utils.checkpoint import model_from_checkpoint, read_checkpoint
-from utils.dataset import CocoDataset, create_dataloader, load_data_config
-from utils.loss_dfl import build_loss
+from utils.engine.checkpoint import model_from_checkpoint, read_checkpoint
+from utils.data.dataset import CocoDataset, create_dataloader, load_data_config
+from utils.loss.dfl import build_loss
 from utils.torch_utils import unwrap
-from utils.trainer import Trainer
+from utils.engine.trainer import Trainer
 
 
 class TrainProbe:
