@@ -71,7 +71,7 @@ def register_onnx_ops(opset: int) -> None:
 def traceable(model: torch.nn.Module) -> Iterator[None]:
     """Tracing without the notes torch prints about it. (Detect's grid cache cannot freeze one input size into
     the graph: while tracing, shapes are tensors, so every cache lookup misses and the grids are traced from the
-    input shape; tests/test_export.py checks exports at other sizes.)"""
+    input shape; tests/inference/test_export.py checks exports at other sizes.)"""
     with warnings.catch_warnings():  # tracer / deprecation notes about our shape arithmetic are expected
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.simplefilter("ignore", DeprecationWarning)

@@ -18,57 +18,35 @@ import torch.distributed as dist
 
 from utils.engine.checkpoint import CheckpointError, read_checkpoint
 from utils.logger import LOG
-from utils.engine.optim import OPTIMIZERS
+from utils.config import FIELDS, TrainConfig, field_default, repo_path, resolve
 from utils.torch_utils import seed_everything, select_device, world_info
 from utils.engine.trainer import TrainingStopped
 
-ROOT = Path(__file__).resolve().parent
 
-DEFAULTS: dict[str, Any] = dict(
-    data="data/shapes.yaml", cfg="yolov5n.yaml", weights="", hyp="configs/hyps/default.yaml",
-    epochs=None, batch_size=None, imgsz=None, device="", workers=2, project="runs/train",
-    name="exp", exist_ok=False, resume=False, patience=100, cache=False, optimizer=None,
-    cos_lr=False, label_smoothing=None, freeze=0, single_cls=False, multi_scale=False, seed=0,
-    save_period=-1, sync_bn=False, assigner=None, noautoanchor=False, noplots=False,
-    no_amp=False, data_root=None, noval=False, hyp_set=None,
-)
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
+    """The flags of TrainConfig's fields (utils/config.py owns their defaults and help). A flag left out
+    is None here, so that the data YAML's `defaults:` can fill it (see config.resolve)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    a = p.add_argument
-    a("--data", default=DEFAULTS["data"], help="data YAML (default: built-in demo data)")
-    a("--cfg", default=DEFAULTS["cfg"], help="model YAML, e.g. yolov5s-spd.yaml")
-    a("--weights", default="", help="initial weights (.pt) to fine-tune from")
-    a("--hyp", default=DEFAULTS["hyp"], help="hyperparameter YAML")
-    a("--epochs", type=int, default=None, help="epochs (default: data YAML's, else 100)")
-    a("--batch-size", type=int, default=None, help="total batch size over all processes")
-    a("--imgsz", "--img", type=int, default=None, help="train/val image size in pixels")
-    a("--device", default="", help="cuda device (0 or 0,1) or cpu")
-    a("--workers", type=int, default=2, help="dataloader workers per process")
-    a("--project", default=DEFAULTS["project"])
-    a("--name", default="exp")
-    a("--exist-ok", action="store_true", help="reuse project/name instead of incrementing")
-    a("--resume", nargs="?", const=True, default=False, help="resume the latest run, a run dir or a last.pt")
-    a("--patience", type=int, default=100, help="early stop after this many epochs without improvement")
-    a("--cache", action="store_true", help="cache decoded images in RAM")
-    a("--optimizer", default=None, choices=OPTIMIZERS,
-      help="default: the hyp file's optimizer, else SGD")
-    a("--cos-lr", action="store_true", help="cosine LR schedule")
-    a("--label-smoothing", type=float, default=None)
-    a("--freeze", type=int, default=0, help="freeze the first N layers")
-    a("--single-cls", action="store_true", help="train all classes as one")
-    a("--multi-scale", action="store_true", help="vary image size +/- 50%%")
-    a("--seed", type=int, default=0)
-    a("--save-period", type=int, default=-1, help="also save weights every N epochs")
-    a("--sync-bn", action="store_true", help="SyncBatchNorm under DDP")
-    a("--assigner", default=None, choices=["iou", "atss", "tal"],
-      help="override the model YAML's assigner (tal: only for the anchor-free DetectDFL head)")
-    a("--noautoanchor", action="store_true", help="keep the config's anchors")
-    a("--noplots", action="store_true")
-    a("--no-amp", action="store_true", help="disable mixed precision on CUDA")
-    a("--data-root", default=None, help="folder holding the data sets (overrides the data YAML)")
-    a("--noval", action="store_true", help="validate only after the last epoch (best.pt = last.pt)")
-    a("--hyp-set", nargs="+", default=None, metavar="KEY=VALUE",
-      help="override hyperparameters of --hyp, e.g. --hyp-set tile=0 nwd=1.0")
+    for name, f in FIELDS.items():
+        flags = (f.metadata["flag"] if f.metadata["flag"] is not None else f"--{name.replace('_', '-')}").split()
+        if not flags:
+            continue  # not a command-line option (save_dir)
+        default = f.default
+        helptext = f.metadata["help"] + (f" (default: {default!r})" if default not in (None, "", False) else "")
+        kw: dict[str, Any] = dict(default=None, help=helptext or None)
+        if name == "resume":
+            kw.update(nargs="?", const=True)
+        elif name == "hyp_set":
+            kw.update(nargs="+", metavar="KEY=VALUE")
+        elif isinstance(default, bool):
+            kw.update(action="store_true")
+        elif isinstance(default, int):
+            kw.update(type=int)
+        elif name == "label_smoothing":
+            kw.update(type=float)
+        if f.metadata["choices"]:
+            kw.update(choices=f.metadata["choices"])
+        p.add_argument(*flags, **kw)
     return p.parse_args(argv)
 
 
@@ -95,40 +73,51 @@ def resolve_resume(resume: Any, project: str) -> tuple[Path, dict]:
 
 def run(**kwargs: Any) -> dict[str, Any]:
     """Python entry point: ``train.run(data=..., epochs=3)``; returns the final metrics."""
-    unknown = set(kwargs) - set(DEFAULTS)
+    unknown = set(kwargs) - set(FIELDS)
     if unknown:
         raise TypeError(f"train.run: unknown options {sorted(unknown)}")
-    return main(argparse.Namespace(**{**DEFAULTS, **kwargs}))
+    return main(argparse.Namespace(**{**dict.fromkeys(FIELDS), **kwargs}))
+
+
+def _resumed_config(opt: argparse.Namespace) -> tuple[TrainConfig, dict]:
+    """--resume: the run's own settings; a flag that would change them is refused, not ignored."""
+    project = opt.project or field_default("project")
+    path, ckpt = resolve_resume(opt.resume, project)
+    saved = {k: v for k, v in ckpt["opt"].items() if k in FIELDS}
+    keep = {k: getattr(opt, k) for k in ("device", "workers") if getattr(opt, k) is not None}
+    clash = sorted(k for k, v in vars(opt).items() if v is not None and k not in (*keep, "resume")
+                   and k in saved and v != saved[k])
+    if clash:
+        given = ", ".join(f"--{k.replace('_', '-')} {getattr(opt, k)} (run: {saved[k]})" for k in clash)
+        raise ValueError(f"--resume {path}: continues the run with its own settings; {given} would change "
+                         f"it. Start a new run with --weights {path} instead")
+    cfg = TrainConfig(**{**saved, **keep, "resume": str(path), "save_dir": str(path.parent.parent)},
+                      hyp_values=dict(ckpt["hyp"]))
+    return cfg, ckpt
 
 
 def main(opt: argparse.Namespace) -> dict[str, Any]:
+    from utils.data.config import load_data_config
     from utils.engine.build import build_run  # heavy imports after argument parsing
 
     rank, local_rank, world = world_info()
     ckpt = None
     if opt.resume:
-        path, ckpt = resolve_resume(opt.resume, opt.project)
-        saved = ckpt["opt"]
-        keep = {k: getattr(opt, k) for k in ("device", "workers")}
-        # a resumed run goes on as it was started; a flag that would change it is refused, not ignored
-        clash = sorted(k for k, v in vars(opt).items() if k not in (*keep, "resume") and v != DEFAULTS.get(k)
-                       and k in saved and v != saved[k])
-        if clash:
-            given = ", ".join(f"--{k.replace('_', '-')} {getattr(opt, k)} (run: {saved[k]})" for k in clash)
-            raise ValueError(f"--resume {path}: continues the run with its own settings; {given} would change "
-                             f"it. Start a new run with --weights {path} instead")
-        opt = argparse.Namespace(**{**DEFAULTS, **saved, **keep})
-        opt.resume, opt.save_dir = str(path), str(path.parent.parent)
-        if ckpt["epoch"] + 1 >= opt.epochs:
-            LOG.info(f"{path}: training already finished ({opt.epochs} epochs); nothing to resume")
-            return {"interrupted": False, "metrics": {}, "save_dir": opt.save_dir}
-    if world > 1:
-        device = _init_distributed(opt.device, local_rank)
+        cfg, ckpt = _resumed_config(opt)
+        if ckpt["epoch"] + 1 >= cfg.epochs:
+            LOG.info(f"{cfg.resume}: training already finished ({cfg.epochs} epochs); nothing to resume")
+            return {"interrupted": False, "metrics": {}, "save_dir": cfg.save_dir}
+        data = load_data_config(repo_path(cfg.data), root=cfg.data_root)
     else:
-        device = select_device(opt.device)
-    seed_everything(opt.seed + max(rank, 0))
+        data = load_data_config(repo_path(opt.data or field_default("data")), root=opt.data_root)
+        cfg = resolve({k: v for k, v in vars(opt).items() if v is not None}, data)
+    if world > 1:
+        device = _init_distributed(cfg.device, local_rank)
+    else:
+        device = select_device(cfg.device)
+    seed_everything(cfg.seed + max(rank, 0))
     try:
-        trainer, finish = build_run(opt, device, rank, world, ckpt)
+        trainer, finish = build_run(cfg, data, device, rank, world, ckpt)
         result = trainer.fit()
         if not result["interrupted"] and rank in (-1, 0):
             result["metrics"] = finish()

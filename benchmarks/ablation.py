@@ -59,7 +59,7 @@ def run_row(name: str, opt: argparse.Namespace) -> dict:
     from benchmarks.speed import latency_images, our_latency, our_train_speed
     from models.yolo import Model
     from utils.data.dataset import load_data_config
-    from utils.engine.build import repo_path
+    from utils.config import repo_path
 
     what, cfg, assigner, hyp, hyp_set = ROWS[name]
     hyp_path = f"configs/hyps/{hyp}.yaml"

@@ -36,14 +36,16 @@ PEER = ROOT.parent / "shared" / "bench" / "peer.py"
 def our_train_speed(data: str, cfg: str, imgsz: int, batch: int, batches: int, warmup: int,
                     workers: int) -> float:
     """Images/s of the training step as train.py runs it, median over timed batches."""
-    import train
+    from utils.config import repo_path, resolve
+    from utils.data.config import load_data_config
     from utils.engine.build import build_run
     from utils.engine.optim import apply_lr
 
-    opt = argparse.Namespace(**{**train.DEFAULTS, "data": data, "cfg": cfg, "imgsz": imgsz, "batch_size": batch,
-                                "epochs": 1, "workers": workers, "noplots": True, "noautoanchor": True,
-                                "project": tempfile.mkdtemp(prefix="speed-"), "name": "train"})
-    trainer, _ = build_run(opt, torch.device("cpu"), -1, 1, None)
+    loaded = load_data_config(repo_path(data))
+    opt = resolve({"data": data, "cfg": cfg, "imgsz": imgsz, "batch_size": batch, "epochs": 1, "workers": workers,
+                   "noplots": True, "noautoanchor": True, "project": tempfile.mkdtemp(prefix="speed-"),
+                   "name": "train"}, loaded)
+    trainer, _ = build_run(opt, loaded, torch.device("cpu"), -1, 1, None)
     trainer.model.train()
     times: list[float] = []
     it = iter(trainer.train_loader)
@@ -119,7 +121,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(opt.threads)
 
     from utils.data.dataset import load_data_config
-    from utils.engine.build import repo_path
+    from utils.config import repo_path
     data = load_data_config(repo_path(opt.data))
     coco_root = Path(data["val"]["images"]).parent.parent
 

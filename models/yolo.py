@@ -22,6 +22,7 @@ from models.blocks import Conv
 from models.config import ModelConfigError, load_model_config, where
 from models.head import Detect, default_anchors
 from models.registry import REGISTRY
+from utils.assign.registry import DEFAULT_FOR_HEAD
 
 
 def parse_model(cfg: dict[str, Any], ch: int) -> tuple[nn.Sequential, list[int], list[dict]]:
@@ -91,7 +92,7 @@ class Model(nn.Module):
         if not isinstance(det, Detect):
             raise ModelConfigError(f"{self.yaml['_file']}: the last layer must be Detect")
         # the anchor-free head has no anchor shapes for 'iou'/'atss' to match
-        self.yaml.setdefault("assigner", "tal" if det.anchor_free else "iou")
+        self.yaml.setdefault("assigner", DEFAULT_FOR_HEAD["anchor-free" if det.anchor_free else "anchor"])
         self._init_strides(ch)
         self._initialize_weights()
 

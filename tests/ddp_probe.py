@@ -1,4 +1,4 @@
-"""train.py under torchrun, with probes: run by tests/test_train.py::test_ddp_two_processes_gloo.
+"""train.py under torchrun, with probes: run by tests/e2e/test_train.py::test_ddp_two_processes_gloo.
 
     python -m torch.distributed.run --nproc_per_node 2 -m tests.ddp_probe OUT_DIR <train.py args>
 
@@ -22,7 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import train
-import utils.loss.dfl
+import utils.loss
 import utils.engine.trainer
 from utils.data.dataset import CocoDataset
 from utils.torch_utils import unwrap, world_info
@@ -49,7 +49,7 @@ def main() -> None:
     record: dict = {}
 
     nn.BatchNorm2d.forward = bn_running_stats
-    utils.loss.dfl.build_loss = lambda model, hyp: sum_over_images_loss
+    utils.loss.build_loss = lambda model, hyp, imgsz: sum_over_images_loss
 
     get_item = CocoDataset.__getitem__
 

@@ -10,7 +10,7 @@ import torch
 
 from utils.engine.checkpoint import model_from_checkpoint, read_checkpoint
 from utils.data.dataset import CocoDataset, create_dataloader, load_data_config
-from utils.loss.dfl import build_loss
+from utils.loss import build_loss
 from utils.torch_utils import unwrap
 from utils.engine.trainer import Trainer
 
@@ -56,7 +56,7 @@ def fixed_batch_loss(ckpt_path: Path, data_yaml: Path, weights: dict[str, torch.
     loader, _ = create_dataloader(data["train"], ckpt["imgsz"], 8, 32, hyp=ckpt["hyp"], augment=False,
                                   names=data["names"])
     imgs, targets, _, _ = next(iter(loader))
-    loss_fn = build_loss(model, ckpt["hyp"])
+    loss_fn = build_loss(model, ckpt["hyp"], ckpt["imgsz"])
     model.train()  # the loss wants the training outputs; BN statistics of this copy do not matter
     with torch.no_grad():
         return float(loss_fn(model(imgs.float() / 255), targets)[0])

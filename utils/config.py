@@ -1,33 +1,120 @@
-"""Hyperparameter files: names, types and ranges checked once, with errors naming the file and key.
+"""The settings of a training run, resolved once with one precedence and checked once.
 
-configs/hyps/default.yaml owns the set of keys and their defaults: a key it lacks is a typo (the
-run would silently train with the default), a key a file leaves out takes the default's value.
+Two kinds of setting, each with one owner for its defaults:
+- run settings (the train.py flags: data, model, epochs, imgsz, ...): the fields of TrainConfig below;
+- hyperparameters (learning rate, loss gains, augmentation, ...): configs/hyps/default.yaml, which owns
+  the set of keys and their defaults. A key it lacks is a typo (the run would silently train with the
+  default), so it is an error naming the file and the key.
+
+Precedence, the same for both kinds: command-line flag (or train.run keyword, --hyp-set) > hyp file
+(--hyp) > the data YAML's `defaults:` block > the default. resolve() applies it and returns a checked
+TrainConfig whose `hyp` is a complete dict.
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-DEFAULT_HYP = Path(__file__).resolve().parents[1] / "configs" / "hyps" / "default.yaml"
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_HYP = ROOT / "configs" / "hyps" / "default.yaml"
 TEXT_KEYS = {"optimizer", "assigner"}  # the only non-numeric keys a hyp file may hold
 # probabilities and fractions; every other numeric key must be >= 0
 UNIT = {"hsv_h", "hsv_s", "hsv_v", "translate", "flipud", "fliplr", "mosaic", "mixup", "copy_paste", "tile",
         "nwd", "label_smoothing", "momentum", "warmup_momentum", "iou_t"}
 POSITIVE = {"lr0", "nbs", "atss_topk", "tal_topk", "anchor_t", "nwd_c", "grad_clip"}
+OPTIMIZERS = ("SGD", "Adam", "AdamW")
+ASSIGNERS = ("iou", "atss", "tal")
 
 
+def _opt(default: Any, help: str = "", least: int | None = None, choices: tuple | None = None,
+         flag: str | None = None) -> Any:
+    """A TrainConfig field: its default, its --help text and its check, written once."""
+    return field(default=default, metadata={"help": help, "least": least, "choices": choices, "flag": flag})
+
+
+@dataclass
+class TrainConfig:
+    """Every train.py option (flag --batch-size is field batch_size) and its default."""
+    data: str = _opt("data/shapes.yaml", "data YAML (the demo set by default)")
+    cfg: str = _opt("yolov5n.yaml", "model YAML, e.g. yolov5s-spd.yaml")
+    weights: str = _opt("", "initial weights (.pt) to fine-tune from")
+    hyp: str = _opt("", f"hyperparameter YAML (keys it leaves out: data YAML defaults:, then {DEFAULT_HYP.name})")
+    epochs: int = _opt(100, "epochs (a data YAML's defaults: comes first)", least=1)
+    batch_size: int = _opt(16, "total batch size over all processes (a data YAML's defaults: comes first)", least=1)
+    imgsz: int = _opt(640, "train/val image size in pixels (a data YAML's defaults: comes first)", least=32,
+                      flag="--imgsz --img")
+    device: str = _opt("", "cuda device (0 or 0,1) or cpu")
+    workers: int = _opt(2, "dataloader workers per process", least=0)
+    project: str = _opt("runs/train")
+    name: str = _opt("exp")
+    exist_ok: bool = _opt(False, "reuse project/name instead of incrementing")
+    resume: Any = _opt(False, "resume the latest run, a run dir or a last.pt")
+    patience: int = _opt(100, "early stop after this many epochs without improvement", least=0)
+    cache: bool = _opt(False, "cache decoded images in RAM")
+    optimizer: str | None = _opt(None, "the hyp's optimizer: if it names one, else SGD", choices=OPTIMIZERS)
+    cos_lr: bool = _opt(False, "cosine LR schedule")
+    label_smoothing: float | None = _opt(None, "overrides the hyp's label_smoothing")
+    freeze: int = _opt(0, "freeze the first N layers", least=0)
+    single_cls: bool = _opt(False, "train all classes as one")
+    multi_scale: bool = _opt(False, "vary image size +/- 50%%")
+    seed: int = _opt(0)
+    save_period: int = _opt(-1, "also save weights every N epochs")
+    sync_bn: bool = _opt(False, "SyncBatchNorm under DDP")
+    assigner: str | None = _opt(None, "override the hyp's and the model YAML's assigner (tal: only for the "
+                                      "anchor-free DetectDFL head)", choices=ASSIGNERS)
+    noautoanchor: bool = _opt(False, "keep the config's anchors")
+    noplots: bool = _opt(False)
+    no_amp: bool = _opt(False, "disable mixed precision on CUDA")
+    data_root: str | None = _opt(None, "folder holding the data sets (overrides the data YAML)")
+    noval: bool = _opt(False, "validate only after the last epoch (best.pt = last.pt)")
+    hyp_set: list | None = _opt(None, "override hyperparameters, e.g. --hyp-set tile=0 nwd=1.0")
+    save_dir: str = _opt("", "set by the run (its folder); not a flag", flag="")
+    hyp_values: dict = field(default_factory=dict, metadata={"flag": "", "help": ""})  # resolved hyperparameters
+
+    def as_dict(self) -> dict[str, Any]:
+        """The run settings as plain values (for opt.yaml and checkpoints), without the hyperparameters."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "hyp_values"}
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig) if f.name != "hyp_values"}
+RUN_DATA_KEYS = ("epochs", "batch_size", "imgsz")  # the run settings a data YAML's defaults: may give
+
+
+def field_default(name: str) -> Any:
+    return FIELDS[name].default
+
+
+# ------------------------------------------------------------------ hyperparameters
 def default_hyp() -> dict[str, Any]:
     return yaml.safe_load(DEFAULT_HYP.read_text())
 
 
+def optional_hyp() -> dict[str, Any]:
+    """Assigner settings that default.yaml leaves out (iou_mode, atss_nwd, tal_alpha, ...): each assigner
+    class owns its own defaults (``optional_hyp``); a hyp file or --hyp-set may still set them."""
+    from utils.assign import ASSIGNERS
+
+    return {k: v for cls in ASSIGNERS.values() for k, v in cls.optional_hyp.items()}
+
+
+def _known_keys() -> dict[str, Any]:
+    return {**optional_hyp(), **default_hyp()}
+
+
 def check_value(key: str, value: Any, default: Any, where: str) -> Any:
     """The value for key, as a number of the default's type, or a ValueError naming where and key."""
-    if key in TEXT_KEYS:
+    if key in TEXT_KEYS or isinstance(default, str):
         if not isinstance(value, str):
             raise ValueError(f"{where}: {key}: expected a name, got {value!r}")
+        return value
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ValueError(f"{where}: {key}: expected true or false, got {value!r}")
         return value
     if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
         try:
@@ -51,19 +138,123 @@ def check_value(key: str, value: Any, default: Any, where: str) -> Any:
     return value
 
 
-def _known(key: str, defaults: dict[str, Any], where: str) -> None:
-    if key not in defaults and key not in TEXT_KEYS:
-        close = difflib.get_close_matches(key, list(defaults), n=1)
+def _known(key: str, known: Any, where: str) -> None:
+    if key not in known and key not in TEXT_KEYS:
+        close = difflib.get_close_matches(key, list(known), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ValueError(f"{where}: unknown hyperparameter {key!r}{hint}; the known ones are in {DEFAULT_HYP.name}")
 
 
-def check_hyp(raw: dict[str, Any], where: str) -> dict[str, Any]:
-    """raw (from a YAML file) -> a complete, checked hyp dict; keys it leaves out take default.yaml's."""
-    defaults = default_hyp()
-    for key in raw:
-        _known(key, defaults, where)
-    hyp = dict(defaults)
-    hyp.update({k: check_value(k, v, defaults.get(k), where) for k, v in raw.items()})
-    return hyp
+def repo_path(path: str) -> str:
+    """A relative path that does not exist from here is looked up from the repo root, so the
+    CLIs work from any working directory."""
+    p = Path(path)
+    return str(ROOT / p) if path and not p.exists() and (ROOT / p).exists() else path
 
+
+def read_hyp_file(path: str) -> dict[str, Any]:
+    """A hyp YAML as written (not completed), checked; errors name the file."""
+    p = Path(repo_path(path))
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"--hyp {path}: file not found") from None
+    except yaml.YAMLError as e:
+        raise ValueError(f"--hyp {path}: malformed YAML: {e}") from None
+    if not isinstance(raw, dict) or "lr0" not in raw:
+        raise ValueError(f"--hyp {path}: expected a mapping with at least lr0")
+    known = _known_keys()
+    for key in raw:
+        _known(key, known, f"--hyp {path}")
+    return {k: check_value(k, v, known.get(k), f"--hyp {path}") for k, v in raw.items()}
+
+
+def load_hyp(path: str) -> dict[str, Any]:
+    """Hyperparameter YAML -> a complete, checked dict, with errors that name the file."""
+    return {**default_hyp(), **read_hyp_file(path)}
+
+
+def parse_hyp_set(items: list[str], hyp: dict[str, Any], source: str) -> dict[str, Any]:
+    """['tile=0', 'nwd=1.0'] -> {'tile': 0.0, 'nwd': 1.0}; keys must exist in the hyp file (typos fail
+    loudly instead of training with a setting nobody reads), values are checked like the file's."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--hyp-set {item!r}: expected KEY=VALUE")
+        known = {**optional_hyp(), **hyp}
+        if key not in known:
+            raise ValueError(f"--hyp-set {item!r}: {source} has no hyperparameter {key!r} "
+                             f"(known: {', '.join(sorted(known))})")
+        out[key] = check_value(key, yaml.safe_load(value), known[key], f"--hyp-set {item!r}")
+    return out
+
+
+def resolve_optimizer(flag: str | None, hyp: dict[str, Any], hyp_path: str) -> str:
+    """--optimizer if given, else the hyp's `optimizer:` (a file tuned for one optimizer's lr0, such as
+    small-objects-dfl.yaml, names it), else SGD."""
+    name = flag or hyp.get("optimizer") or "SGD"
+    if name not in OPTIMIZERS:
+        raise ValueError(f"--hyp {hyp_path}: optimizer {name!r}: choose SGD, Adam or AdamW")
+    return name
+
+
+# ------------------------------------------------------------------ one resolution
+def _check_run_value(name: str, value: Any, source: str) -> Any:
+    meta = FIELDS[name].metadata
+    least, choices = meta["least"], meta["choices"]
+    if least is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
+        raise ValueError(f"{source}: expected a whole number >= {least}, got {value!r}")
+    if choices and value is not None and value not in choices:
+        raise ValueError(f"{source}: {value!r} is not one of {', '.join(choices)}")
+    return value
+
+
+def split_data_defaults(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A data YAML's `defaults:` -> (run settings, hyperparameters); any other key is an error naming it."""
+    hints = dict(data.get("defaults") or {})
+    where = f"{data.get('yaml_file', 'data YAML')}: defaults:"
+    known_hyp = _known_keys()
+    run, hyp = {}, {}
+    for k, v in hints.items():
+        if k in RUN_DATA_KEYS:
+            run[k] = _check_run_value(k, v, f"{where} {k}")
+        elif k in known_hyp or k in TEXT_KEYS:
+            hyp[k] = check_value(k, v, known_hyp.get(k), f"{where} {k}")
+        else:
+            close = difflib.get_close_matches(k, [*RUN_DATA_KEYS, *known_hyp], n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"{where} unknown key {k!r}{hint}; it may hold {', '.join(RUN_DATA_KEYS)} and the "
+                             f"hyperparameters of {DEFAULT_HYP.name}")
+    return run, hyp
+
+
+def resolve(given: dict[str, Any], data: dict[str, Any]) -> TrainConfig:
+    """Options given on the command line or to train.run (None = not given) + the data YAML -> TrainConfig.
+
+    Run settings: flag > data YAML defaults: > field default. Hyperparameters: --hyp-set and
+    --label-smoothing > --hyp file > data YAML defaults: > default.yaml."""
+    unknown = set(given) - set(FIELDS)
+    if unknown:
+        raise TypeError(f"unknown options {sorted(unknown)}")
+    data_run, data_hyp = split_data_defaults(data)
+    values: dict[str, Any] = {}
+    for name in FIELDS:
+        v = given.get(name)
+        source = f"--{name.replace('_', '-')}"
+        if v is None and name in data_run:
+            v, source = data_run[name], f"{data.get('yaml_file', 'data YAML')}: defaults: {name}"
+        if v is None:
+            v = field_default(name)
+        values[name] = _check_run_value(name, v, source)
+    hyp = {**default_hyp(), **data_hyp}
+    if values["hyp"]:
+        hyp.update(read_hyp_file(values["hyp"]))
+    if values["hyp_set"]:
+        hyp.update(parse_hyp_set(values["hyp_set"], hyp, values["hyp"] or DEFAULT_HYP.name))
+    if values["label_smoothing"] is not None:
+        hyp["label_smoothing"] = check_value("label_smoothing", values["label_smoothing"], 0.0, "--label-smoothing")
+    values["optimizer"] = resolve_optimizer(values["optimizer"], hyp, values["hyp"] or DEFAULT_HYP.name)
+    if values["assigner"] is None and hyp.get("assigner"):
+        values["assigner"] = _check_run_value("assigner", hyp["assigner"], f"--hyp {values['hyp']}: assigner")
+    return TrainConfig(**values, hyp_values=hyp)

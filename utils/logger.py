@@ -4,9 +4,7 @@ from __future__ import annotations
 import csv
 import logging
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 
 LOG = logging.getLogger("smalldet")
 if not LOG.handlers:
@@ -46,20 +44,6 @@ class RunLogger:
                 self.tb.add_scalar(k, v, epoch)
             self.tb.flush()
 
-    def log_images(self, tag: str, images: np.ndarray, step: int) -> None:
-        """images: (N, H, W, 3) uint8 RGB or one (H, W, 3) mosaic."""
-        if self.enabled and self.tb:
-            arr = images if images.ndim == 4 else images[None]
-            self.tb.add_images(tag, arr, step, dataformats="NHWC")
-
-    def read_results(self) -> dict[str, list[float]]:
-        """results.csv back as columns (for plots and resume)."""
-        if not self.csv.exists():
-            return {}
-        with open(self.csv) as f:
-            rows = list(csv.DictReader(f))
-        return {k: [float(r[k]) for r in rows] for k in (rows[0] if rows else {})}
-
     def truncate_after(self, epoch: int) -> None:
         """On resume, drop rows of epochs that will be trained again."""
         if not self.csv.exists():
@@ -74,7 +58,3 @@ class RunLogger:
         if self.tb:
             self.tb.close()
 
-
-def fmt_metrics(m: dict[str, Any], keys: tuple[str, ...] = ("AP", "AP50", "AP75", "APs", "APm",
-                                                          "APl")) -> str:
-    return "  ".join(f"{k} {m[k]:.3f}" for k in keys if k in m)

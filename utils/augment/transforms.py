@@ -6,7 +6,6 @@ in, so each DataLoader worker (seeded apart) makes its own choices reproducibly.
 """
 from __future__ import annotations
 
-import math
 
 import cv2
 import numpy as np
@@ -237,7 +236,3 @@ def xyxy_to_cxcywh(boxes: np.ndarray) -> np.ndarray:
     out[:, 4] = boxes[:, 4] - boxes[:, 2]
     return out
 
-
-def stride_shape(shape_hw: tuple[float, float], stride: int) -> tuple[int, int]:
-    """Round (h, w) up to multiples of stride."""
-    return tuple(int(math.ceil(v / stride) * stride) for v in shape_hw)

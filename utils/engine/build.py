@@ -15,79 +15,10 @@ import yaml
 
 from models.yolo import Model
 from utils.engine.checkpoint import model_from_checkpoint, read_checkpoint
-from utils.config import check_hyp, check_value
+from utils.config import TrainConfig, repo_path
 from utils.logger import LOG
-from utils.engine.optim import OPTIMIZERS
-from utils.torch_utils import unwrap
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-# used when neither the flag nor the data YAML's `defaults:` block gives a value
-FALLBACK = dict(epochs=100, batch_size=16, imgsz=640)
-
-
-def repo_path(path: str) -> str:
-    """A relative path that does not exist from here is looked up from the repo root, so the
-    CLIs work from any working directory."""
-    p = Path(path)
-    return str(ROOT / p) if path and not p.exists() and (ROOT / p).exists() else path
-
-
-def load_hyp(path: str) -> dict[str, Any]:
-    """Hyperparameter YAML -> a complete, checked dict (utils/config.py), with errors that name the file."""
-    p = Path(repo_path(path))
-    try:
-        hyp = yaml.safe_load(p.read_text())
-    except FileNotFoundError:
-        raise ValueError(f"--hyp {path}: file not found") from None
-    except yaml.YAMLError as e:
-        raise ValueError(f"--hyp {path}: malformed YAML: {e}") from None
-    if not isinstance(hyp, dict) or "lr0" not in hyp:
-        raise ValueError(f"--hyp {path}: expected a mapping with at least lr0")
-    return check_hyp(hyp, f"--hyp {path}")
-
-
-def parse_hyp_set(items: list[str], hyp: dict[str, Any], source: str) -> dict[str, Any]:
-    """['tile=0', 'nwd=1.0'] -> {'tile': 0.0, 'nwd': 1.0}; keys must exist in the hyp file (typos fail
-    loudly instead of training with a setting nobody reads), values are checked like the file's."""
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--hyp-set {item!r}: expected KEY=VALUE")
-        if key not in hyp:
-            raise ValueError(f"--hyp-set {item!r}: {source} has no hyperparameter {key!r} "
-                             f"(known: {', '.join(sorted(hyp))})")
-        out[key] = check_value(key, yaml.safe_load(value), hyp[key], f"--hyp-set {item!r}")
-    return out
-
-
-def resolve_optimizer(flag: str | None, hyp: dict[str, Any], hyp_path: str) -> str:
-    """--optimizer if given, else the hyp file's `optimizer:` (a file tuned for one optimizer's lr0, such as
-    small-objects-dfl.yaml, names it), else SGD."""
-    name = flag or hyp.get("optimizer") or "SGD"
-    if name not in OPTIMIZERS:
-        raise ValueError(f"--hyp {hyp_path}: optimizer {name!r}: choose SGD, Adam or AdamW")
-    return name
-
-
-def _data_defaults(opt: argparse.Namespace, data: dict) -> None:
-    """Flags left unset take the data YAML's `defaults:` block, then the global fallbacks."""
-    hints = data.get("defaults") or {}
-    for k, v in FALLBACK.items():
-        source = f"--{k.replace('_', '-')}"
-        if getattr(opt, k, None) is None:
-            if k in hints:
-                source = f"{data.get('yaml_file', 'data YAML')}: defaults: {k}"
-            setattr(opt, k, hints.get(k, v))
-        value, least = getattr(opt, k), 32 if k == "imgsz" else 1
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise ValueError(f"{source}: expected a whole number >= {least}, got {value!r}")
-
-
-def build_model(opt: argparse.Namespace, nc: int, names: list[str], cat_ids: list[int],
-                hyp: dict) -> Model:
+def build_model(opt: TrainConfig | argparse.Namespace, nc: int, names: list[str], cat_ids: list[int]) -> Model:
     if opt.weights:
         ck = read_checkpoint(opt.weights)
         src = model_from_checkpoint(ck, "model", opt.weights)
@@ -98,8 +29,8 @@ def build_model(opt: argparse.Namespace, nc: int, names: list[str], cat_ids: lis
         LOG.info(f"Transferred {len(fit)}/{len(mine)} tensors from {opt.weights}")
     else:
         model = Model(repo_path(opt.cfg), nc=nc)
-    if opt.assigner or hyp.get("assigner"):
-        model.yaml["assigner"] = opt.assigner or hyp["assigner"]
+    if opt.assigner:  # resolved once (config.resolve): the flag, else the hyp's, else the model YAML's
+        model.yaml["assigner"] = opt.assigner
     model.names, model.cat_ids = list(names), list(cat_ids)
     if opt.freeze:
         for i, layer in enumerate(model.model):
@@ -110,29 +41,22 @@ def build_model(opt: argparse.Namespace, nc: int, names: list[str], cat_ids: lis
     return model
 
 
-def build_run(opt: argparse.Namespace, device: torch.device, rank: int, world: int,
+def build_run(opt: TrainConfig, data: dict, device: torch.device, rank: int, world: int,
               ckpt: dict | None) -> tuple[Any, Callable[[], dict]]:
-    import val as validator
+    """A resolved TrainConfig (utils/config.py) and its loaded data YAML -> (Trainer, finish)."""
+    from utils.eval import validator
     from utils.engine.autoanchor import check_anchors, dataset_box_wh
-    from utils.data.dataset import create_dataloader, load_data_config
-    from utils.loss.dfl import build_loss
+    from utils.data.dataset import create_dataloader
+    from utils.loss import build_loss
     from utils.paths import increment_path
     from utils.engine.trainer import Trainer
 
     main_proc = rank in (-1, 0)
-    data = load_data_config(repo_path(opt.data), root=opt.data_root)
-    _data_defaults(opt, data)
-    hyp = load_hyp(opt.hyp) if ckpt is None else dict(ckpt["hyp"])
-    if ckpt is None and getattr(opt, "hyp_set", None):
-        hyp.update(parse_hyp_set(opt.hyp_set, hyp, opt.hyp))
-    if opt.label_smoothing is not None:
-        hyp["label_smoothing"] = opt.label_smoothing
-    opt.optimizer = resolve_optimizer(opt.optimizer, hyp, opt.hyp)
-    hyp["imgsz"] = opt.imgsz
+    hyp = opt.hyp_values
     names = ["object"] if opt.single_cls else data["names"]
     nc = len(names)
     # NHWC weights: oneDNN convolutions train ~20% faster on CPU, and tensor cores want it on GPU
-    model = build_model(opt, nc, names, data["cat_ids"], hyp).to(device, memory_format=torch.channels_last)
+    model = build_model(opt, nc, names, data["cat_ids"]).to(device, memory_format=torch.channels_last)
     gs = max(int(model.stride.max()), 32)
     per_proc_batch = max(opt.batch_size // max(world, 1), 1)
     train_loader, train_set = create_dataloader(
@@ -153,44 +77,44 @@ def build_run(opt: argparse.Namespace, device: torch.device, rank: int, world: i
     if main_proc:
         (save_dir / "weights").mkdir(parents=True, exist_ok=True)
         (save_dir / "hyp.yaml").write_text(yaml.safe_dump(hyp, sort_keys=False))
-        (save_dir / "opt.yaml").write_text(yaml.safe_dump(vars(opt), sort_keys=False))
+        (save_dir / "opt.yaml").write_text(yaml.safe_dump(opt.as_dict(), sort_keys=False))
         LOG.info(f"Run dir {save_dir}\nhyperparameters: " + ", ".join(f"{k}={v}" for k, v in hyp.items()))
         if not opt.noplots and ckpt is None:
             from utils.plots.labels import plot_labels
             plot_labels(train_set, str(save_dir / "labels.png"))
     if ckpt is None and not opt.noautoanchor and not model.detect.anchor_free:
         wh = dataset_box_wh(train_set.shapes, train_set.boxes, opt.imgsz)
-        check_anchors(wh, model, thr=hyp.get("anchor_t", 4.0), imgsz=opt.imgsz)
+        check_anchors(wh, model, thr=hyp["anchor_t"], imgsz=opt.imgsz)
     if world > 1 and opt.sync_bn and device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    loss_fn = build_loss(model, hyp)
+    loss_fn = build_loss(model, hyp, opt.imgsz)
     if world > 1:
         model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
 
     def val_fn(m: nn.Module, final: bool = False) -> dict:
-        return validator.run(data=data, model=m, dataloader=val_loader, batch_size=per_proc_batch * 2,
-                             imgsz=opt.imgsz, half=device.type == "cuda", fast=True, plots=False,
-                             save_json=False, verbose=False, single_cls=opt.single_cls)
+        return validator.validate(data=data, model=m, dataloader=val_loader, batch_size=per_proc_batch * 2,
+                                  imgsz=opt.imgsz, half=device.type == "cuda", options=validator.TRAINING_EVAL,
+                                  plots=False, save_json=False, verbose=False, single_cls=opt.single_cls)
 
     def finish() -> dict:
         """Full COCO evaluation of best.pt, with plots, into the run dir."""
         best = save_dir / "weights" / "best.pt"
         weights = best if best.exists() else save_dir / "weights" / "last.pt"
         LOG.info(f"\nValidating {weights} (full COCO evaluation)")
-        metrics = validator.run(data=data, weights=str(weights), batch_size=per_proc_batch * 2, workers=opt.workers,
-                                imgsz=opt.imgsz, device=str(device) if device.type != "cuda" else str(device.index),
-                                project=str(save_dir), name="val", exist_ok=True,
-                                plots=not opt.noplots, save_json=True, verbose=True,
-                                single_cls=opt.single_cls)
+        metrics = validator.validate(data=data, weights=str(weights), batch_size=per_proc_batch * 2,
+                                     workers=opt.workers, imgsz=opt.imgsz,
+                                     device=str(device) if device.type != "cuda" else str(device.index),
+                                     project=str(save_dir), name="val", exist_ok=True,
+                                     plots=not opt.noplots, save_json=True, verbose=True,
+                                     single_cls=opt.single_cls, options=validator.FULL_EVAL)
         if not opt.noplots:
             from utils.plots.results import plot_results
             plot_results(save_dir / "results.csv", save_dir / "results.png")
         LOG.info(f"Results saved to {save_dir}")
         return metrics
 
-    trainer = Trainer(model, loss_fn, train_loader, val_fn, hyp, vars(opt), save_dir, device,
+    trainer = Trainer(model, loss_fn, train_loader, val_fn, hyp, opt.as_dict(), save_dir, device,
                       rank=rank, world=world, ckpt=ckpt)
-    trainer.model_unwrapped = unwrap(model)
     return trainer, finish
 

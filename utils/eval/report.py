@@ -7,6 +7,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from utils.eval.protocols import AP_KEY, BUCKET_LABEL, COCO, Protocol
 from utils.logger import LOG
 
 
@@ -14,9 +15,11 @@ def _f(v: float) -> str:
     return f"{v:11.3f}" if v >= 0 else f"{'-':>11}"
 
 
-def print_results(res: dict[str, Any], names: Sequence[str], shape: tuple | None, fast: bool) -> None:
-    """YOLOv5-style table (class, images, instances, P, R, AP50, AP), then COCO and tiny-bucket
-    figures and the speed line. AP digits are those of the figures dict (pycocotools' on the full path)."""
+def print_results(res: dict[str, Any], names: Sequence[str], shape: tuple | None, scorer: str = "pycocotools",
+                  protocol: Protocol = COCO) -> None:
+    """YOLOv5-style table (class, images, instances, P, R, AP50, AP), then the protocol's summary and
+    size-bucket figures and the speed line. AP digits are those of the figures dict (pycocotools' when
+    scorer is 'pycocotools', the in-memory evaluator's when it is 'memory')."""
     head = f"{'Class':>20}{'Images':>11}{'Instances':>11}{'P':>11}{'R':>11}{'AP50':>11}{'AP50-95':>11}"
     lines = [head, f"{'all':>20}{res['images']:>11}{res['instances']:>11}{res['precision']:11.3f}"
                    f"{res['recall']:11.3f}{_f(res['AP50'])}{_f(res['AP'])}"]
@@ -24,21 +27,24 @@ def print_results(res: dict[str, Any], names: Sequence[str], shape: tuple | None
         for row in res["per_class"]:
             lines.append(f"{row['name'][:20]:>20}{row['images']:>11}{row['instances']:>11}{row['P']:11.3f}"
                          f"{row['R']:11.3f}{_f(row['AP50'])}{_f(row['AP'])}")
-    src = "in-memory COCO-style (fast)" if fast else "pycocotools"
-    figs = ", ".join(f"{k} {res[k]:.3f}" for k in ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100") if k in res)
+    memory = scorer == "memory"
+    src = "in-memory COCO-style (fast)" if memory else "pycocotools"
+    if protocol.name != "coco":  # the default table reads as before; other protocols say which they are
+        src += f" ({protocol.title}, maxDets {protocol.max_det})"
+    figs = ", ".join(f"{k} {res[k]:.3f}" for k in protocol.headline if k in res)
     lines.append(f"{src}: {figs}")
-    tiny = [(k, lab) for k, lab in (("AP_vt", "<8px"), ("AP_t", "8-16px"), ("AP_s16", "16-32px"),
-                                                    ("AP_tiny", "<16px")) if k in res]
-    if tiny:
-        lines.append("tiny buckets (AI-TOD): " + ", ".join(f"{k} ({lab}) {res[k]:.3f}" for k, lab in tiny))
+    buckets = [(AP_KEY[b], ", ".join(filter(None, (protocol.bucket_names.get(b), BUCKET_LABEL[b]))))
+               for b in protocol.bucket_line if AP_KEY[b] in res]
+    if buckets:
+        lines.append(f"{protocol.bucket_title}: " + ", ".join(f"{k} ({lab}) {res[k]:.3f}" for k, lab in buckets))
     if "AP_fast" in res:
-        lines.append(f"in-memory fast AP {res['AP_fast']:.4f} (COCO {res['AP']:.4f}, diff "
+        lines.append(f"in-memory fast AP {res['AP_fast']:.4f} ({protocol.title} {res['AP']:.4f}, diff "
                      f"{res['AP_fast'] - res['AP']:+.4f}); AP50 {res['AP50_fast']:.4f} "
                      f"(diff {res['AP50_fast'] - res['AP50']:+.4f})")
     sp = res["speed"]
     lines.append(f"Speed: {sp['preprocess']:.1f}ms pre-process, {sp['inference']:.1f}ms inference, "
                  f"{sp['nms']:.1f}ms NMS per image at shape {shape}; metrics {sp['match']:.1f}ms matching"
-                 + (f", {sp['coco']:.1f}ms COCOeval" if not fast else "") + " per image")
+                 + (f", {sp['coco']:.1f}ms COCOeval" if not memory else "") + " per image")
     LOG.info("\n".join(lines))
 
 

@@ -1,5 +1,5 @@
 """Drawing detections on full-resolution images and cutting out their crops (detect.py).
-cv2 primitives only (Hershey font), colours from the shared palette of utils/plots/charts.py."""
+cv2 primitives only (Hershey font), colours from the shared palette of utils/plots/colors.py."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import torch
 
-from utils.plots.charts import FONT, color
+from utils.plots.colors import FONT, color
 from utils.paths import safe_name
 
 

@@ -5,12 +5,16 @@ import csv
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-from utils.plots.charts import line_chart, save_png
+from utils.plots.colors import mpl_color
+from utils.plots.figure import new_figure, save_figure, style_axes
 
 
-def plot_results(csv_path: str | Path, path: str | Path, cols: int = 4) -> np.ndarray | None:
-    """Draw every metric and loss column of results.csv against epoch (lr columns skipped)."""
+def results_figure(csv_path: str | Path, cols: int = 4) -> Figure | None:
+    """Every metric and loss column of results.csv against epoch (lr columns 'x/...' skipped);
+    None when the file is missing or has no rows."""
     csv_path = Path(csv_path)
     if not csv_path.exists():
         return None
@@ -20,12 +24,22 @@ def plot_results(csv_path: str | Path, path: str | Path, cols: int = 4) -> np.nd
         return None
     epochs = [int(r["epoch"]) for r in rows]
     keys = [k for k in rows[0] if k != "epoch" and not k.startswith("x/")]
-    tiles = []
-    for k in keys:
-        y = [float(r[k]) for r in rows]
-        tiles.append(line_chart({k: (epochs, y)}, title=k, xlabel="epoch", legend="", size=(420, 300)))
-    while len(tiles) % cols:
-        tiles.append(np.full_like(tiles[0], 255))
-    grid = np.vstack([np.hstack(tiles[i:i + cols]) for i in range(0, len(tiles), cols)])
-    save_png(grid, path)
-    return grid
+    nrows = max(-(-len(keys) // cols), 1)
+    fig = new_figure(4.2 * cols, 3.0 * nrows, dpi=100)
+    axs = fig.subplots(nrows, cols, squeeze=False).ravel()
+    for ax, k in zip(axs, keys):
+        style_axes(ax)
+        # a single epoch would be an invisible zero-length line: draw it as a dot
+        ax.plot(epochs, [float(r[k]) for r in rows], color=mpl_color(0), linewidth=1.8,
+                marker="o" if len(epochs) == 1 else None)
+        ax.set(title=k, xlabel="epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # epochs are whole numbers
+    for ax in axs[len(keys):]:
+        ax.set_axis_off()  # blank tiles that fill the last row
+    return fig
+
+
+def plot_results(csv_path: str | Path, path: str | Path, cols: int = 4) -> np.ndarray | None:
+    """Draw results.csv into path (see results_figure); the BGR image written, or None if nothing to draw."""
+    fig = results_figure(csv_path, cols)
+    return None if fig is None else save_figure(fig, path)

@@ -1,0 +1,289 @@
+"""The anchor-free DetectDFL head, its task-aligned assigner and DFLLoss, each against a slow,
+obvious re-implementation written here; plus close_mosaic and a short train.py run."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from models.yolo import Model
+from utils.assign import TaskAlignedAssigner, make_grid
+from utils.boxes import aligned_iou
+from utils.config import default_hyp
+from utils.inference.postprocess import non_max_suppression
+from utils.loss import DFLLoss, build_loss
+from utils.loss.dfl import dfl_loss
+
+FULL = default_hyp()  # the losses read every value from the hyp they are given
+
+
+def _slow_tal(scores, pboxes, points, strides, gt_boxes, gt_cls, gt_mask, topk, alpha, beta):
+    """Loop-per-box task-aligned assignment with the candidate rule of utils/assign/tal.py."""
+    b_n, a_n, nc = scores.shape
+    fg = torch.zeros(b_n, a_n, dtype=torch.bool)
+    idx = torch.zeros(b_n, a_n, dtype=torch.long)
+    tscore = torch.zeros(b_n, a_n, nc, dtype=scores.dtype)
+    for b in range(b_n):
+        claims = {}  # anchor -> list of (box, iou, metric)
+        per_box = {}
+        for g in range(gt_boxes.shape[1]):
+            if not gt_mask[b, g]:
+                continue
+            x1, y1, x2, y2 = gt_boxes[b, g].tolist()
+            cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+            cands = []
+            for a in range(a_n):
+                px, py = points[a].tolist()
+                s = float(strides[a])
+                inside = min(px - x1, py - y1, x2 - px, y2 - py) > 1e-9
+                holds = abs(cx - px) <= s / 2 and abs(cy - py) <= s / 2
+                if inside or holds:
+                    iou = max(float(aligned_iou(pboxes[b, a], gt_boxes[b, g], "ciou")), 0.0)
+                    m = float(scores[b, a, gt_cls[b, g]]) ** alpha * iou ** beta
+                    cands.append((m, -a, a, iou))
+            chosen = sorted(cands, reverse=True)[:topk]  # ties: lowest anchor index first
+            per_box[g] = chosen
+            for m, _, a, iou in chosen:
+                claims.setdefault(a, []).append((g, iou, m))
+        for a, lst in claims.items():
+            g, iou, m = max(lst, key=lambda t: (t[1], -t[0]))  # most overlap; ties: lowest box
+            best_m = max(c[0] for c in per_box[g])
+            best_iou = max(c[3] for c in per_box[g])
+            fg[b, a], idx[b, a] = True, g
+            tscore[b, a, gt_cls[b, g]] = m * best_iou / (best_m + 1e-9)
+    return fg, idx, tscore
+
+
+def test_task_aligned_assigner_matches_slow_reference():
+    torch.manual_seed(0)
+    points = torch.cat([(torch.stack(torch.meshgrid(torch.arange(n), torch.arange(n), indexing="xy"), -1)
+                         .reshape(-1, 2).double() + 0.5) * s for n, s in ((8, 8), (4, 16), (2, 32))])
+    strides = torch.cat([torch.full((n * n,), float(s)) for n, s in ((8, 8), (4, 16), (2, 32))]).double()
+    b, a, nc, g = 2, points.shape[0], 3, 5
+    xy = torch.rand(b, g, 2, dtype=torch.float64) * 56 + 4
+    wh = torch.rand(b, g, 2, dtype=torch.float64) * 30 + 3  # includes boxes no cell centre lies in
+    gt_boxes = torch.cat((xy - wh / 2, xy + wh / 2), -1)
+    gt_cls = torch.randint(0, nc, (b, g))
+    gt_mask = torch.tensor([[True] * 5, [True, True, True, False, False]])
+    scores = torch.rand(b, a, nc, dtype=torch.float64)
+    pxy = points + torch.randn(b, a, 2, dtype=torch.float64) * 4
+    pwh = torch.rand(b, a, 2, dtype=torch.float64) * 30 + 2
+    pboxes = torch.cat((pxy - pwh / 2, pxy + pwh / 2), -1)
+    grid = make_grid([8, 16, 32], [(8, 8), (4, 4), (2, 2)], dtype=torch.float64)
+    assert torch.equal(grid.xy, points) and torch.equal(grid.stride, strides)
+    t = TaskAlignedAssigner(topk=4, alpha=0.5, beta=6.0)(grid, gt_boxes, gt_mask, gt_cls=gt_cls,
+                                                         pred_scores=scores, pred_boxes=pboxes)
+    fg, idx, tscore = _slow_tal(scores, pboxes, points, strides, gt_boxes, gt_cls, gt_mask, 4, 0.5, 6.0)
+    assert fg.sum() > 10
+    assert torch.equal(t.fg, fg)
+    assert torch.equal(t.gt_idx[fg], idx[fg])
+    torch.testing.assert_close(t.scores, tscore)
+    torch.testing.assert_close(t.boxes[fg], gt_boxes[torch.nonzero(fg)[:, 0], idx[fg]])
+    # every real box got at least one positive, padded ones none
+    for bi in range(b):
+        assert set(t.gt_idx[bi][t.fg[bi]].tolist()) == set(torch.nonzero(gt_mask[bi]).flatten().tolist())
+
+
+def test_tiny_box_between_cell_centres_still_gets_a_cell():
+    points = torch.tensor([[4.0, 4.0], [12.0, 4.0], [4.0, 12.0], [12.0, 12.0]])
+    strides = torch.full((4,), 8.0)
+    gt = torch.tensor([[[7.5, 7.5, 10.5, 10.5]]])  # 3 px box, no cell centre inside it
+    pb = torch.tensor([[[7.0, 7.0, 11.0, 11.0]] * 4])
+    grid = make_grid([8], [(2, 2)])
+    assert torch.equal(grid.xy, points) and torch.equal(grid.stride, strides)
+    t = TaskAlignedAssigner(topk=10)(grid, gt, torch.ones(1, 1, dtype=torch.bool),
+                                     gt_cls=torch.zeros(1, 1, dtype=torch.long),
+                                     pred_scores=torch.full((1, 4, 1), 0.5), pred_boxes=pb)
+    assert t.fg.tolist() == [[False, False, False, True]]  # its centre (9, 9) lies in cell (12, 12)
+
+
+def test_dfl_loss_against_definition():
+    torch.manual_seed(0)
+    logits = torch.randn(5, 4, 16, dtype=torch.float64)
+    target = torch.rand(5, 4, dtype=torch.float64) * 14.99
+    got = dfl_loss(logits, target)
+    want = torch.zeros(5, dtype=torch.float64)
+    for i in range(5):
+        for s in range(4):
+            y = float(target[i, s])
+            lo = math.floor(y)
+            p = torch.softmax(logits[i, s], 0)
+            want[i] += ((lo + 1 - y) * -math.log(p[lo]) + (y - lo) * -math.log(p[lo + 1])) / 4
+    torch.testing.assert_close(got, want)
+    # a distribution sharply on the right bins costs ~nothing
+    sharp = torch.full((1, 4, 16), -30.0, dtype=torch.float64)
+    sharp[0, :, 3] = 30.0
+    assert float(dfl_loss(sharp, torch.full((1, 4), 3.0, dtype=torch.float64))) < 1e-6
+
+
+def _model(nc: int = 3) -> Model:
+    torch.manual_seed(0)
+    return Model("yolov5n-dfl.yaml", nc=nc)
+
+
+def test_head_decodes_distances_and_scores():
+    m = _model().eval()
+    det = m.detect
+    r = det.reg_max
+    raw = torch.full((1, 1, 2, 2, 4 * r + 3), -50.0)
+    # cell (1, 0) of level 0 (stride 8): l=2, t=1, r=3, b=4 cells; class 2 score 0.8
+    for side, d in enumerate((2, 1, 3, 4)):
+        raw[0, 0, 0, 1, side * r + d] = 50.0
+    raw[0, 0, 0, 1, 4 * r + 2] = math.log(0.8 / 0.2)
+    out = det.decode([raw] + [torch.full((1, 1, 1, 1, 4 * r + 3), -50.0)] * 2)
+    assert out.shape == (1, 4 + 1 + 1, 5 + 3)
+    cx, cy = (1.5 + (3 - 2) / 2) * 8, (0.5 + (4 - 1) / 2) * 8
+    torch.testing.assert_close(out[0, 1, :4], torch.tensor([cx, cy, 5 * 8.0, 5 * 8.0]))
+    det_ = non_max_suppression(out, conf_thres=0.5)[0]
+    assert det_.shape[0] == 1 and int(det_[0, 5]) == 2
+    torch.testing.assert_close(det_[0, 4], torch.tensor(0.8))  # obj * cls is the class score
+
+
+def test_model_builds_fuses_and_picks_tal():
+    m = _model()
+    assert m.yaml["assigner"] == "tal" and m.stride.tolist() == [8.0, 16.0, 32.0]
+    info = Model("yolov5n-dfl.yaml").info(640)  # the layout of Ultralytics' YOLOv5nu: 2.65M, 7.7 GFLOPs
+    assert 2.645e6 < info["params"] < 2.665e6 and 7.6 < info["gflops"] < 7.8
+    x = torch.rand(1, 3, 96, 64)
+    m.eval()
+    with torch.no_grad():
+        y = m(x)
+        yf = m.fuse()(x)
+    assert y.shape == (1, 12 * 8 + 6 * 4 + 3 * 2, 8)
+    torch.testing.assert_close(yf, y, rtol=1e-3, atol=1e-3)
+
+
+def test_dfl_loss_needs_tal_and_the_anchor_free_head():
+    m = _model()
+    m.yaml["assigner"] = "atss"
+    with pytest.raises(ValueError, match="tal"):
+        build_loss(m, FULL, 64)
+    with pytest.raises(TypeError, match="DetectDFL"):
+        DFLLoss(Model("yolov5n.yaml", nc=3), FULL)
+
+
+def test_dfl_loss_total_against_slow_reference():
+    m = _model().double().train()
+    x = torch.rand(2, 3, 64, 64, dtype=torch.float64)
+    targets = torch.tensor([[0, 0, 20, 20, 4, 5], [1, 2, 40, 30, 30, 20], [1, 1, 10, 50, 12, 8]],
+                           dtype=torch.float64)
+    hyp = {"dfl_min_w": 0.2, "nwd": 0.5}
+    loss = build_loss(m, {**FULL, **hyp}, 64)
+    preds = m(x)
+    total, items = loss(preds, targets)
+    total.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in m.parameters() if p.requires_grad)
+
+    # slow: decode every cell by hand, reuse the (separately tested) assigner, sum by loops
+    det, r = m.detect, m.detect.reg_max
+    cells, pts, sts = [], [], []
+    for i, p in enumerate(preds):
+        s = float(det.stride[i])
+        for y in range(p.shape[2]):
+            for xx in range(p.shape[3]):
+                cells.append(p[:, 0, y, xx].detach())
+                pts.append([(xx + 0.5) * s, (y + 0.5) * s])
+                sts.append(s)
+    raw = torch.stack(cells, 1)
+    pts, sts = torch.tensor(pts, dtype=torch.float64), torch.tensor(sts, dtype=torch.float64)
+    bins = torch.arange(r, dtype=torch.float64)
+    dist = (raw[..., :4 * r].reshape(2, -1, 4, r).softmax(-1) * bins).sum(-1) * sts[:, None]
+    pbox = torch.cat((pts - dist[..., :2], pts + dist[..., 2:]), -1)
+    gt = torch.zeros(2, 2, 4, dtype=torch.float64)
+    gcls = torch.zeros(2, 2, dtype=torch.long)
+    gmask = torch.tensor([[True, False], [True, True]])
+    for k, (bi, c, cx, cy, w, h) in enumerate(targets.tolist()):
+        slot = 0 if k in (0, 1) else 1
+        gt[int(bi), slot] = torch.tensor([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
+        gcls[int(bi), slot] = int(c)
+    cls_logits = raw[..., 4 * r:]
+    grid = make_grid(det.stride.tolist(), [tuple(p.shape[2:4]) for p in preds], dtype=torch.float64)
+    assert torch.equal(grid.xy, pts) and torch.equal(grid.stride, sts)
+    t = TaskAlignedAssigner(10)(grid, gt, gmask, gt_cls=gcls, pred_scores=cls_logits.sigmoid(), pred_boxes=pbox)
+    ssum = max(float(t.scores.sum()), 1.0)
+    bce = 0.0
+    for v, z in zip(cls_logits.flatten().tolist(), t.scores.flatten().tolist()):
+        bce += -(z * math.log(1 / (1 + math.exp(-v))) + (1 - z) * math.log(1 - 1 / (1 + math.exp(-v))))
+    box = dfl = wsum = 0.0
+    for bi, a in torch.nonzero(t.fg).tolist():
+        w = max(float(t.scores[bi, a].sum()), 0.2)
+        tb = t.boxes[bi, a]
+        ciou = float(aligned_iou(pbox[bi, a], tb, "ciou"))
+        c1 = (pbox[bi, a, :2] + pbox[bi, a, 2:]) / 2 - (tb[:2] + tb[2:]) / 2
+        wh = (pbox[bi, a, 2:] - pbox[bi, a, :2]) - (tb[2:] - tb[:2])
+        w2 = float((c1 ** 2).sum() + (wh ** 2).sum() / 4)
+        nwd_v = math.exp(-math.sqrt(w2 + 1e-7) / 12.8)
+        box += w * (0.5 * (1 - ciou) + 0.5 * (1 - nwd_v))
+        px, py = pts[a].tolist()
+        ltrb = [px - float(tb[0]), py - float(tb[1]), float(tb[2]) - px, float(tb[3]) - py]
+        side_loss = 0.0
+        for s_i, d in enumerate(ltrb):
+            y = min(max(d / float(sts[a]), 0.0), r - 1.01)
+            lo = math.floor(y)
+            lp = raw[bi, a, s_i * r:(s_i + 1) * r].log_softmax(0)
+            side_loss += (lo + 1 - y) * -float(lp[lo]) + (y - lo) * -float(lp[lo + 1])
+        dfl += w * side_loss / 4
+        wsum += w
+    wsum = max(wsum, 1.0)
+    want = torch.tensor([7.5 * box / wsum, 1.5 * dfl / wsum, 0.5 * bce / ssum], dtype=torch.float64)
+    torch.testing.assert_close(items, want, rtol=1e-6, atol=1e-8)
+    torch.testing.assert_close(total, want.sum() * 2)
+
+
+def test_close_mosaic_turns_mosaic_off_for_the_last_epochs():
+    from utils.engine.trainer import Trainer
+
+    ds = SimpleNamespace(mosaic_p=1.0)
+    fake = SimpleNamespace(hyp={"close_mosaic": 2}, epochs=5, main=False,
+                           train_loader=SimpleNamespace(dataset=ds, _iterator=None))
+    for epoch, want in ((0, 1.0), (2, 1.0), (3, 0.0), (4, 0.0)):
+        Trainer._close_mosaic(fake, epoch)
+        assert ds.mosaic_p == want, epoch
+
+
+@pytest.mark.slow
+def test_train_dfl_head_end_to_end(tiny_coco, tmp_path, monkeypatch):
+    """train.py with the DFL head: box/dfl/cls columns, steps that change the weights, close_mosaic
+    turning mosaic off for the last epoch, and best.pt (trained weights) scoring in val.py."""
+    import csv
+
+    import train
+    import val
+    from tests.train_probe import TrainProbe, moved
+    from utils.engine.checkpoint import read_checkpoint
+
+    probe = TrainProbe(monkeypatch)  # counts mosaics in this process: workers=0
+    res = train.run(data=str(tiny_coco), cfg="yolov5n-dfl.yaml", imgsz=64, batch_size=4, workers=0,
+                    epochs=3, project=str(tmp_path), name="dfl", noplots=True, hyp_set=["close_mosaic=1", "nbs=4"])
+    run_dir = Path(res["save_dir"])
+    with open(run_dir / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 3 and "train/dfl_loss" in rows[0] and "train/obj_loss" not in rows[0]
+    assert all(float(r["train/cls_loss"]) > 0 and float(r["train/dfl_loss"]) > 0 for r in rows)
+    assert probe.mosaics[0] == probe.mosaics[1] == 8 and probe.mosaics[2] == 0  # mosaic 1.0, closed for the last
+    best = read_checkpoint(run_dir / "weights" / "best.pt")
+    assert best["ema_updates"] >= 2 and moved(probe.initial, best["model"]) > 0.9  # not the untrained model
+    m = val.run(data=str(tiny_coco), weights=str(run_dir / "weights" / "best.pt"), imgsz=64,
+                project=str(tmp_path), name="v", plots=False)
+    assert set(m) >= {"AP", "AP50", "fitness"} and all(math.isfinite(m[k]) for k in ("AP", "AP50"))
+
+
+def test_p2_dfl_variant_has_a_stride_4_level():
+    m = Model("yolov5n-p2-dfl.yaml", nc=2).eval()
+    assert m.stride.tolist() == [4.0, 8.0, 16.0, 32.0] and m.yaml["assigner"] == "tal"
+    with torch.no_grad():
+        assert m(torch.rand(1, 3, 64, 64)).shape == (1, 16 * 16 + 8 * 8 + 4 * 4 + 2 * 2, 7)
+
+
+def test_loss_grid_matches_the_head_points():
+    """The loss builds its cell centres with utils.assign.make_grid, the head decodes with its own
+    points(): they must agree, or boxes would be learned off-centre."""
+    m = Model("yolov5n-p2-dfl.yaml", nc=2)
+    det, shapes = m.detect, [(12, 20), (6, 10), (3, 5), (2, 3)]
+    grid = make_grid(det.stride.tolist(), shapes)
+    head = torch.cat([det.points(i, h, w, torch.device("cpu"), torch.float32) * float(s)
+                      for i, ((h, w), s) in enumerate(zip(shapes, det.stride))])
+    assert torch.equal(grid.xy, head)

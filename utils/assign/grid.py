@@ -1,0 +1,103 @@
+"""The cell grid that assigners and losses share: where every prediction position sits.
+
+Positions run level, anchor, y, x (x fastest): the eval-mode order of both heads. A position's
+point is its cell centre ``(x + 0.5) * stride`` in input pixels; on the anchor head every cell
+holds ``na`` positions, one per anchor shape, and the anchor-free head has one and no shapes.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+
+def cell_indices(h: int, w: int, device: torch.device | str | None = None,
+                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(h * w, 2) integer (x, y) of every cell of an h x w grid, row by row (x fastest)."""
+    y, x = torch.meshgrid(torch.arange(h, device=device, dtype=dtype),
+                          torch.arange(w, device=device, dtype=dtype), indexing="ij")
+    return torch.stack((x, y), -1).view(-1, 2)
+
+
+@dataclass(frozen=True)
+class LevelLayout:
+    """Where one level sits in the flat position list: index = start + (a * h + y) * w + x."""
+
+    start: int
+    na: int
+    h: int
+    w: int
+    stride: float
+    anchor_wh: torch.Tensor | None  # (na, 2) pixels; None on the anchor-free head
+
+    @property
+    def size(self) -> int:
+        return self.na * self.h * self.w
+
+    def dims(self, like: torch.Tensor) -> torch.Tensor:
+        """(w, h) as a tensor on ``like``'s device and dtype."""
+        return torch.tensor([self.w, self.h], device=like.device, dtype=like.dtype)
+
+
+@dataclass(frozen=True)
+class CellGrid:
+    """Flat per-position arrays (A positions) and the per-level layout they come from."""
+
+    xy: torch.Tensor                 # (A, 2) cell centres, pixels
+    stride: torch.Tensor             # (A,)
+    level: torch.Tensor              # (A,) long
+    layout: tuple[LevelLayout, ...]
+    wh: torch.Tensor | None = None   # (A, 2) anchor shapes, pixels; None: anchor-free
+
+    @property
+    def num(self) -> int:
+        return self.xy.shape[0]
+
+    @classmethod
+    def from_flat(cls, xy: torch.Tensor, wh: torch.Tensor | None, stride: torch.Tensor,
+                  level: torch.Tensor) -> CellGrid:
+        """Rebuild the layout from flat arrays alone (one small host sync), e.g. from an anchor table."""
+        counts = torch.bincount(level).tolist()
+        starts = [sum(counts[:i]) for i in range(len(counts))]
+        stats = torch.stack([torch.stack((stride[s0], xy[s0:s0 + n, 0].max(), xy[s0:s0 + n, 1].max()))
+                             for s0, n in zip(starts, counts)]).tolist()
+        layout = []
+        for i, ((s, xmax, ymax), s0, n) in enumerate(zip(stats, starts, counts)):
+            w, h = round(xmax / s + 0.5), round(ymax / s + 0.5)
+            na = n // max(h * w, 1)
+            if na * h * w != n or n == 0:
+                raise ValueError(f"level {i}: {n} positions do not form an (na, {h}, {w}) grid; "
+                                 "positions must run level, anchor, y, x")
+            shapes = None if wh is None else wh[s0:s0 + n:h * w]
+            layout.append(LevelLayout(s0, na, h, w, s, shapes))
+        return cls(xy, stride, level, tuple(layout), wh)
+
+
+def make_grid(strides: Sequence[float], shapes: Sequence[tuple[int, int]],
+              anchors: torch.Tensor | None = None, device: torch.device | str | None = None,
+              dtype: torch.dtype = torch.float32) -> CellGrid:
+    """The grid of maps ``shapes`` [(h, w)] per level at ``strides``.
+
+    ``anchors`` (nl, na, 2) pixels for the anchor head (device and dtype then follow it), or None
+    for the anchor-free head (one position per cell).
+    """
+    if anchors is not None:
+        device, dtype = anchors.device, anchors.dtype
+    na = 1 if anchors is None else anchors.shape[1]
+    nl = len(strides) if anchors is None else anchors.shape[0]
+    if not nl == len(strides) == len(shapes):
+        raise ValueError(f"{nl} levels of anchors, {len(strides)} strides and {len(shapes)} grids")
+    xy, wh, st, lv, layout, start = [], [], [], [], [], 0
+    for i, ((h, w), s) in enumerate(zip(shapes, strides)):
+        n = na * h * w
+        centres = (cell_indices(h, w, device, dtype) + 0.5) * s
+        xy.append(centres.expand(na, h * w, 2).reshape(n, 2))
+        if anchors is not None:
+            wh.append(anchors[i].view(na, 1, 2).expand(na, h * w, 2).reshape(n, 2))
+        st.append(torch.full((n,), float(s), device=device, dtype=dtype))
+        lv.append(torch.full((n,), i, device=device, dtype=torch.long))
+        layout.append(LevelLayout(start, na, h, w, float(s), None if anchors is None else anchors[i]))
+        start += n
+    return CellGrid(torch.cat(xy), torch.cat(st), torch.cat(lv), tuple(layout),
+                    torch.cat(wh) if anchors is not None else None)

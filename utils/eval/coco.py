@@ -1,0 +1,110 @@
+"""The reference figures: pycocotools' COCOeval on COCO results, configured by an evaluation protocol
+(utils/eval/protocols.py). Under the default COCO protocol the standard figures equal a plain COCOeval run;
+the tiny buckets are extra area ranges evaluated in the same pass."""
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from utils.eval.matching import REC_THRS
+from utils.eval.protocols import AP_KEY, Protocol, get_protocol
+
+
+def mean_valid(a: np.ndarray) -> float:
+    """pycocotools' convention: mean of entries > -1, or -1 when there are none."""
+    v = a[a > -1]
+    return float(v.mean()) if v.size else -1.0
+
+
+def load_gt(gt_json: str | Path | dict) -> Any:
+    """A pycocotools COCO object; fills a missing 'area' with w*h (COCOeval needs it) and wraps
+    unreadable files in a ValueError naming the file."""
+    from pycocotools.coco import COCO
+    if isinstance(gt_json, (str, Path)):
+        try:
+            data = json.loads(Path(gt_json).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"{gt_json}: cannot read ground-truth json ({e})") from None
+    else:
+        data = copy.deepcopy(gt_json)
+    for a in data.get("annotations", []):
+        if "area" not in a:
+            a["area"] = float(a["bbox"][2] * a["bbox"][3])
+    gt = COCO()
+    gt.dataset = data
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt.createIndex()
+    return gt
+
+
+def coco_eval(gt_json: str | Path | dict | Any, predictions: list[dict], img_ids: Sequence[int] | None = None,
+              use_cats: bool = True, protocol: str | Protocol = "coco") -> dict[str, Any]:
+    """COCOeval(bbox) on result dicts with the protocol's area ranges and maxDets.
+
+    COCO protocol: AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl (identical to
+    ``COCOeval.stats``, -1 where undefined), AP_vt / AP_t / AP_s16 / AP_tiny and their AR.
+    AI-TOD protocol: AP, AP50, AP75, AP_vt, AP_t, AP_s16, AP_m32, AR100, AR300, AR1500 and the buckets' AR,
+    every AP and bucket AR at maxDets 1500.
+    Also 'stats' (the protocol's summary vector), 'per_class' {category_id: {AP, AP50}} and 'pr50'
+    {category_id: precision at the 101 recall thresholds, IoU .5} for plots.
+    img_ids limits evaluation to those images (default: every image of the ground truth)."""
+    from pycocotools.cocoeval import COCOeval
+    proto = get_protocol(protocol)
+    gt = gt_json if hasattr(gt_json, "getImgIds") else load_gt(gt_json)
+    if not predictions:  # loadRes cannot take an empty list: nothing detected scores 0
+        return _empty_result(gt, proto, img_ids)
+    with contextlib.redirect_stdout(io.StringIO()):
+        dt = gt.loadRes(copy.deepcopy(predictions))  # loadRes adds fields in place
+        ev = COCOeval(gt, dt, "bbox")
+        ev.params.areaRng = [list(r) for r in proto.area_ranges.values()]
+        ev.params.areaRngLbl = list(proto.areas)
+        ev.params.maxDets = list(proto.max_dets)  # evaluate() keeps the top maxDets[-1] per image and class
+        if img_ids is not None:
+            ev.params.imgIds = sorted(int(i) for i in img_ids)
+        ev.params.useCats = int(use_cats)
+        ev.evaluate()
+        ev.accumulate()
+    p = ev.eval["precision"]  # (T, R, K, A, M)
+    r = ev.eval["recall"]     # (T, K, A, M)
+    m = list(ev.params.maxDets).index(proto.max_det)  # the protocol reads every AP at its largest maxDets
+    out: dict[str, Any] = {}
+    for a, n in enumerate(proto.areas):
+        out[AP_KEY[n]] = mean_valid(p[:, :, :, a, m])
+        out[proto.ar_key(n)] = mean_valid(r[:, :, a, m])
+    t50, t75 = int(np.argmin(np.abs(ev.params.iouThrs - 0.5))), int(np.argmin(np.abs(ev.params.iouThrs - 0.75)))
+    out["AP50"] = mean_valid(p[t50, :, :, 0, m])
+    out["AP75"] = mean_valid(p[t75, :, :, 0, m])
+    for j, md in enumerate(ev.params.maxDets):
+        if md != proto.max_det:
+            out[proto.ar_key("all", md)] = mean_valid(r[:, :, 0, j])
+    out["stats"] = [out[k] for k in proto.stats_keys]
+    cats = ev.params.catIds if use_cats else [-1]
+    out["per_class"] = {int(c): {"AP": mean_valid(p[:, :, k, 0, m]), "AP50": mean_valid(p[t50, :, k, 0, m])}
+                        for k, c in enumerate(cats)}
+    out["pr50"] = {int(c): p[t50, :, k, 0, m].copy() for k, c in enumerate(cats)}
+    return out
+
+
+def _empty_result(gt: Any, proto: Protocol, img_ids: Sequence[int] | None) -> dict[str, Any]:
+    """Figures for 'no detections at all': 0 where ground truth exists in a bucket, else -1."""
+    ids = set(gt.getImgIds() if img_ids is None else img_ids)
+    anns = [a for a in gt.dataset.get("annotations", []) if a["image_id"] in ids and not a.get("iscrowd", 0)]
+    out: dict[str, Any] = {}
+    for n, (lo, hi) in proto.area_ranges.items():
+        v = 0.0 if any(lo <= a["area"] <= hi for a in anns) else -1.0
+        out[AP_KEY[n]] = out[proto.ar_key(n)] = v
+    out["AP50"] = out["AP75"] = out["AP"]
+    for md in proto.max_dets:
+        out[proto.ar_key("all", md)] = out["AP"]
+    out["stats"] = [out[k] for k in proto.stats_keys]
+    cats = gt.getCatIds()
+    has = {a["category_id"] for a in anns}
+    out["per_class"] = {int(c): {"AP": 0.0 if c in has else -1.0, "AP50": 0.0 if c in has else -1.0} for c in cats}
+    out["pr50"] = {int(c): np.zeros(len(REC_THRS)) if c in has else -np.ones(len(REC_THRS)) for c in cats}
+    return out
