@@ -13,6 +13,7 @@ The engine is utils/inference/runner.py; this script parses flags and calls it. 
 from __future__ import annotations
 
 import argparse
+import inspect
 
 from utils.engine.checkpoint import CheckpointError
 from utils.inference.runner import FrameResult, run_detection
@@ -27,33 +28,35 @@ run = run_detection  # the Python entry point: same signature, same results
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
+    D = {k: v.default for k, v in inspect.signature(run).parameters.items()}  # run() owns the defaults
     a("--weights", type=str, required=True, help="checkpoint .pt, or .onnx / .torchscript from export.py")
     a("--source", type=str, required=True, help="image, folder, glob, .txt list, video, webcam index or URL")
-    a("--imgsz", "--img", "--img-size", type=int, default=640, help="inference size (long side, pixels)")
-    a("--conf-thres", type=float, default=0.25, help="confidence threshold")
-    a("--iou-thres", type=float, default=0.45, help="NMS IoU threshold (also for merging slices)")
-    a("--max-det", type=int, default=1000, help="maximum detections per image")
-    a("--device", default="", help="'' (auto), cpu, 0, cuda:0")
+    a("--imgsz", "--img", "--img-size", type=int, default=D["imgsz"], help="inference size (long side, pixels)")
+    a("--conf-thres", type=float, default=D["conf_thres"], help="confidence threshold")
+    a("--iou-thres", type=float, default=D["iou_thres"], help="NMS IoU threshold (also for merging slices)")
+    a("--max-det", type=int, default=D["max_det"], help="maximum detections per image")
+    a("--device", default=D["device"], help="'' (auto), cpu, 0, cuda:0")
     a("--classes", nargs="+", type=int, help="keep only these class indices, e.g. --classes 0 2")
     a("--agnostic-nms", action="store_true", help="class-agnostic NMS")
-    a("--vid-stride", type=int, default=1, help="use every n-th video frame")
+    a("--vid-stride", type=int, default=D["vid_stride"], help="use every n-th video frame")
     a("--save-txt", action="store_true", help="labels/<stem>.txt: cls cx cy w h conf (normalised)")
     a("--save-conf", action="store_true", help="accepted for YOLOv5 compatibility: --save-txt always has conf")
     a("--save-json", action="store_true", help="predictions.json in the COCO results format")
     a("--save-crop", action="store_true", help="crops/<class>/<stem>_<k>.jpg per detection")
     a("--nosave", action="store_true", help="do not save drawn images / videos")
-    a("--line-thickness", type=int, default=None, help="box line width in pixels (default: from image size)")
+    a("--line-thickness", type=int, default=D["line_thickness"],
+      help="box line width in pixels (default: from image size)")
     a("--hide-labels", action="store_true", help="boxes only")
     a("--hide-conf", action="store_true", help="labels without confidences")
-    a("--project", default="runs/detect")
-    a("--name", default="exp")
+    a("--project", default=D["project"])
+    a("--name", default=D["name"])
     a("--exist-ok", action="store_true", help="reuse project/name instead of incrementing it")
     a("--half", action="store_true", help="fp16 autocast on CUDA")
-    a("--slice", type=int, default=0, help="sliced inference on windows of this size in pixels (0 = off)")
-    a("--overlap", type=float, default=0.2, help="overlap fraction of neighbouring windows for --slice")
-    a("--slice-batch", type=int, default=4, help="windows per forward pass")
+    a("--slice", type=int, default=D["slice"], help="sliced inference on windows of this size in pixels (0 = off)")
+    a("--overlap", type=float, default=D["overlap"], help="overlap fraction of neighbouring windows for --slice")
+    a("--slice-batch", type=int, default=D["slice_batch"], help="windows per forward pass")
     a("--slice-full", action="store_true", help="also run the whole image at --imgsz and merge it in")
-    a("--slice-merge", default="nms", choices=MERGE_MODES, help="duplicate removal across windows")
+    a("--slice-merge", default=D["slice_merge"], choices=MERGE_MODES, help="duplicate removal across windows")
     return p.parse_args(argv)
 
 

@@ -109,7 +109,7 @@ class DetectDFL(Detect):
     distributions (Distribution Focal Loss, Li et al. 2020), and a class branch.
 
     Faster to train from scratch than the anchor head (no anchor shapes to fit, no separate
-    objectness, class scores trained towards box quality); learns with the 'tal' assigner.
+    objectness, class scores trained towards box quality); learns with the 'tal' assigner (or 'atss').
     Train mode returns (B, 1, H, W, 4 * reg_max + nc) maps. Eval mode returns the same
     (B, N, 5 + nc) layout as Detect, so NMS, val and detect need no changes: column 4 holds
     the best class score and the class columns are divided by it, so obj * cls is exactly

@@ -50,7 +50,7 @@ def test_optimizer_and_assigner_are_decided_once(tmp_path):
     cfg = resolve({"hyp": hyp}, _data(tmp_path))
     assert (cfg.optimizer, cfg.assigner) == ("AdamW", "atss")
     cfg = resolve({"hyp": hyp, "optimizer": "SGD", "assigner": "iou"}, _data(tmp_path))
-    assert (cfg.optimizer, cfg.assigner) == ("SGD", "iou")
+    assert (cfg.optimizer, cfg.assigner, cfg.hyp_values["assigner"]) == ("SGD", "iou", "iou")
     assert resolve({}, _data(tmp_path)).assigner is None  # then the model YAML decides
 
 

@@ -65,8 +65,8 @@ class TrainConfig:
     seed: int = _opt(0)
     save_period: int = _opt(-1, "also save weights every N epochs")
     sync_bn: bool = _opt(False, "SyncBatchNorm under DDP")
-    assigner: str | None = _opt(None, "override the hyp's and the model YAML's assigner (tal: only for the "
-                                      "anchor-free DetectDFL head)", choices=ASSIGNERS)
+    assigner: str | None = _opt(None, "override the hyp's and the model YAML's assigner (iou: anchor head; "
+                                      "tal: anchor-free DetectDFL head; atss: both)", choices=ASSIGNERS)
     noautoanchor: bool = _opt(False, "keep the config's anchors")
     noplots: bool = _opt(False)
     no_amp: bool = _opt(False, "disable mixed precision on CUDA")
@@ -257,4 +257,6 @@ def resolve(given: dict[str, Any], data: dict[str, Any]) -> TrainConfig:
     values["optimizer"] = resolve_optimizer(values["optimizer"], hyp, values["hyp"] or DEFAULT_HYP.name)
     if values["assigner"] is None and hyp.get("assigner"):
         values["assigner"] = _check_run_value("assigner", hyp["assigner"], f"--hyp {values['hyp']}: assigner")
+    elif values["assigner"] is not None and "assigner" in hyp:
+        hyp["assigner"] = values["assigner"]  # the flag wins everywhere the hyp is read (the losses)
     return TrainConfig(**values, hyp_values=hyp)

@@ -263,7 +263,8 @@ def test_registry_and_hyp():
 def tie_case(seed: int, name: str, dtype: torch.dtype):
     """random_case with whole-pixel boxes and exact duplicates (boxes tied with each other), plus, for
     tal, classes and predictions that tie too: cells sharing one predicted box and score, and cells
-    whose prediction overlaps nothing (metric 0). Returns the grid of the assigner's head."""
+    whose prediction overlaps nothing (metric 0). Returns the grid of the assigner's head ('atss-free':
+    atss on the anchor-free grid)."""
     anchors, strides, shapes, _, boxes, mask = random_case(seed, b=3, g=12)
     boxes = boxes.round()
     boxes[..., 2:] = torch.max(boxes[..., 2:], boxes[..., :2] + 2)
@@ -280,24 +281,25 @@ def tie_case(seed: int, name: str, dtype: torch.dtype):
     pred = torch.cat((pxy - pwh / 2, pxy + pwh / 2), -1)
     pred[:, ::3] = torch.tensor([40.0, 30.0, 70.0, 60.0], dtype=torch.float64)
     pred[:, 1::7] = -100.0
-    grid = make_grid(strides, shapes, None if name == "tal" else anchors.to(dtype), dtype=dtype)
+    grid = make_grid(strides, shapes, None if name in ("tal", "atss-free") else anchors.to(dtype), dtype=dtype)
     return grid, boxes.to(dtype), mask, cls, scores.to(dtype), pred.to(dtype)
 
 
 def _assign(assigner, grid, boxes, mask, cls, scores, pred, chunk_bytes):
     assigner.chunk_bytes = chunk_bytes
-    if assigner.needs_predictions:
+    if assigner.needs_predictions or grid.wh is None:  # DFLLoss passes them to every anchor-free assigner
         return assigner(grid, boxes, mask, gt_cls=cls, pred_scores=scores, pred_boxes=pred)
     return assigner(grid, boxes, mask, gt_cls=cls)
 
 
-@pytest.mark.parametrize("name", ["iou", "atss", "tal"])
+@pytest.mark.parametrize("name", ["iou", "atss", "atss-free", "tal", "tal-stal"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_chunked_equals_dense_including_ties(name, dtype):
     """Boxes one, two or five at a time give exactly what all boxes at once (the dense computation)
-    give: positives, boxes and tal's soft targets, bit for bit, ties included."""
-    hyp = {**HYP, "atss_nwd": dtype == torch.float32}  # atss: IoU and NWD scoring
-    a = build_assigner(name, hyp)
+    give: positives, boxes and the soft targets (tal, anchor-free atss), bit for bit, ties included."""
+    hyp = {**HYP, "atss_nwd": dtype == torch.float32, "tal_stal": name == "tal-stal"}  # atss: IoU and NWD
+    a = build_assigner(name.split("-")[0], hyp)
+    name = "tal" if name == "tal-stal" else name
     tied = 0
     for seed in range(4):
         grid, boxes, mask, cls, scores, pred = tie_case(seed, name, dtype)
@@ -327,12 +329,13 @@ def test_chunks_follow_the_byte_budget():
 
 def test_registry_fits_heads_and_names_the_choices():
     assert {"iou", "atss", "tal"} <= set(ASSIGNERS)
-    assert assigners_for("anchor") == ["atss", "iou"] and assigners_for("anchor-free") == ["tal"]
+    assert assigners_for("anchor") == ["atss", "iou"] and assigners_for("anchor-free") == ["atss", "tal"]
     assert isinstance(build_assigner("tal", HYP, "anchor-free"), TaskAlignedAssigner)
+    assert isinstance(build_assigner("atss", HYP, "anchor-free"), ATSSAssigner)
     with pytest.raises(ValueError, match=r"'tal' needs .* anchor-based Detect head .*\['atss', 'iou'\]"):
         build_assigner("tal", HYP, "anchor")
-    with pytest.raises(ValueError, match=r"'atss' needs anchor shapes.*DetectDFL.*\['tal'\]"):
-        build_assigner("atss", HYP, "anchor-free")
+    with pytest.raises(ValueError, match=r"'iou' needs anchor shapes.*DetectDFL.*\['atss', 'tal'\]"):
+        build_assigner("iou", HYP, "anchor-free")
     with pytest.raises(ValueError, match=r"unknown assigner 'simota'; choose from \['atss', 'iou', 'tal'\]"):
         build_assigner("simota", HYP)
     # values come from the hyp, whose defaults live in configs/hyps/default.yaml only

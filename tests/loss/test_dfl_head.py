@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from models.yolo import Model
-from utils.assign import TaskAlignedAssigner, make_grid
+import utils.assign.tal as tal_module
+from utils.assign import TaskAlignedAssigner, build_assigner, make_grid
 from utils.boxes import aligned_iou
 from utils.config import default_hyp
 from utils.inference.postprocess import non_max_suppression
@@ -20,38 +21,41 @@ from utils.loss.dfl import dfl_loss
 FULL = default_hyp()  # the losses read every value from the hyp they are given
 
 
-def _slow_tal(scores, pboxes, points, strides, gt_boxes, gt_cls, gt_mask, topk, alpha, beta):
-    """Loop-per-box task-aligned assignment with the candidate rule of utils/assign/tal.py."""
+def _slow_tal(scores, pboxes, points, strides, gt_boxes, gt_cls, gt_mask, topk, alpha, beta, stal=False):
+    """Loop-per-box task-aligned assignment with the candidate rule of utils/assign/tal.py; ``stal``: the
+    inside test sees each side shorter than the finest stride widened to twice it about the centre."""
+    finest = float(strides.min())
     b_n, a_n, nc = scores.shape
     fg = torch.zeros(b_n, a_n, dtype=torch.bool)
     idx = torch.zeros(b_n, a_n, dtype=torch.long)
     tscore = torch.zeros(b_n, a_n, nc, dtype=scores.dtype)
     for b in range(b_n):
         claims = {}  # anchor -> list of (box, iou, metric)
-        per_box = {}
         for g in range(gt_boxes.shape[1]):
             if not gt_mask[b, g]:
                 continue
             x1, y1, x2, y2 = gt_boxes[b, g].tolist()
             cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+            ix1, ix2 = (cx - finest, cx + finest) if stal and x2 - x1 < finest else (x1, x2)
+            iy1, iy2 = (cy - finest, cy + finest) if stal and y2 - y1 < finest else (y1, y2)
             cands = []
             for a in range(a_n):
                 px, py = points[a].tolist()
                 s = float(strides[a])
-                inside = min(px - x1, py - y1, x2 - px, y2 - py) > 1e-9
+                inside = min(px - ix1, py - iy1, ix2 - px, iy2 - py) > 1e-9
                 holds = abs(cx - px) <= s / 2 and abs(cy - py) <= s / 2
                 if inside or holds:
                     iou = max(float(aligned_iou(pboxes[b, a], gt_boxes[b, g], "ciou")), 0.0)
                     m = float(scores[b, a, gt_cls[b, g]]) ** alpha * iou ** beta
                     cands.append((m, -a, a, iou))
             chosen = sorted(cands, reverse=True)[:topk]  # ties: lowest anchor index first
-            per_box[g] = chosen
             for m, _, a, iou in chosen:
                 claims.setdefault(a, []).append((g, iou, m))
-        for a, lst in claims.items():
-            g, iou, m = max(lst, key=lambda t: (t[1], -t[0]))  # most overlap; ties: lowest box
-            best_m = max(c[0] for c in per_box[g])
-            best_iou = max(c[3] for c in per_box[g])
+        won = {a: max(lst, key=lambda t: (t[1], -t[0])) for a, lst in claims.items()}  # most overlap; ties: lowest box
+        for a, (g, iou, m) in won.items():
+            # a box's normalisation runs over the cells it kept after conflicts (as Ultralytics does)
+            kept = [(m2, iou2) for g2, iou2, m2 in won.values() if g2 == g]
+            best_m, best_iou = max(c[0] for c in kept), max(c[1] for c in kept)
             fg[b, a], idx[b, a] = True, g
             tscore[b, a, gt_cls[b, g]] = m * best_iou / (best_m + 1e-9)
     return fg, idx, tscore
@@ -98,6 +102,101 @@ def test_tiny_box_between_cell_centres_still_gets_a_cell():
                                      gt_cls=torch.zeros(1, 1, dtype=torch.long),
                                      pred_scores=torch.full((1, 4, 1), 0.5), pred_boxes=pb)
     assert t.fg.tolist() == [[False, False, False, True]]  # its centre (9, 9) lies in cell (12, 12)
+
+
+def _grid_points():
+    grid = make_grid([8, 16, 32], [(8, 8), (4, 4), (2, 2)], dtype=torch.float64)
+    return grid, grid.xy, grid.stride
+
+
+def _outside(t, points) -> int:
+    """Positives whose cell centre is not strictly inside the box they learn."""
+    p, tb = points[t.fg.nonzero()[:, 1]], t.boxes[t.fg]
+    return int(((p <= tb[:, :2]) | (p >= tb[:, 2:])).any(-1).sum())
+
+
+def test_stal_matches_slow_reference_and_keeps_real_boxes_for_targets():
+    """STAL (tal_stal): small boxes' candidates against the loop reference; IoUs, targets and boxes
+    come from the real boxes, and the option changes what the small boxes learn from."""
+    torch.manual_seed(1)
+    grid, points, strides = _grid_points()
+    b, a, nc, g = 2, points.shape[0], 3, 8
+    xy = torch.rand(b, g, 2, dtype=torch.float64) * 56 + 4
+    wh = torch.exp(torch.rand(b, g, 2, dtype=torch.float64) * math.log(20)) + 1  # 2..21 px: many below 8
+    wh[:, -1] = torch.tensor([3.0, 30.0], dtype=torch.float64)  # thin in x only
+    gt_boxes = torch.cat((xy - wh / 2, xy + wh / 2), -1)
+    gt_cls = torch.randint(0, nc, (b, g))
+    gt_mask = torch.ones(b, g, dtype=torch.bool)
+    gt_mask[1, 5] = False
+    scores = torch.rand(b, a, nc, dtype=torch.float64)
+    pxy = points + torch.randn(b, a, 2, dtype=torch.float64) * 3
+    pwh = torch.rand(b, a, 2, dtype=torch.float64) * 12 + 2
+    pboxes = torch.cat((pxy - pwh / 2, pxy + pwh / 2), -1)
+    # topk above any box's candidate count: a tiny box's CIoUs are often clamped to 0, and which of
+    # several equal metrics topk keeps is not defined, so every candidate is kept here
+    kw = dict(gt_cls=gt_cls, pred_scores=scores, pred_boxes=pboxes)
+    on = TaskAlignedAssigner(40, stal=True)(grid, gt_boxes, gt_mask, **kw)
+    off = TaskAlignedAssigner(40)(grid, gt_boxes, gt_mask, **kw)
+    fg, idx, tscore = _slow_tal(scores, pboxes, points, strides, gt_boxes, gt_cls, gt_mask, 40, 0.5, 6.0, stal=True)
+    assert torch.equal(on.fg, fg) and torch.equal(on.gt_idx[fg], idx[fg])
+    torch.testing.assert_close(on.scores, tscore)  # the reference's IoUs use the real boxes
+    assert torch.equal(on.boxes[fg], gt_boxes[fg.nonzero()[:, 0], idx[fg]])
+    # STAL adds positives outside the (real) box they learn; without it only centre-holding cells are
+    assert _outside(on, points) > _outside(off, points) > 0
+
+
+def test_stal_widens_only_small_sides_for_the_candidate_test():
+    grid = make_grid([8, 16], [(4, 4), (2, 2)])
+    one = torch.ones(1, 1, dtype=torch.bool)
+    off, on = TaskAlignedAssigner(10), TaskAlignedAssigner(10, stal=True)
+    # a 3 px box at (9, 9), between cell centres: without STAL only the cells holding its centre,
+    # P3 (1, 1) and P4 (0, 0); with STAL its box is [1, 17] for the inside test, which holds the
+    # P3 centres 4 and 12 each way: P3 cells (0, 0), (1, 0), (0, 1) join
+    tiny = torch.tensor([[[7.5, 7.5, 10.5, 10.5]]])
+    assert off.candidates(grid, tiny, one)[0, 0].nonzero().flatten().tolist() == [5, 16]
+    assert on.candidates(grid, tiny, one)[0, 0].nonzero().flatten().tolist() == [0, 1, 4, 5, 16]
+    # 3 x 20 px at (9, 17): only x is widened, to [1, 17] (P3 columns 4 and 12); y keeps [7, 27]
+    # (rows 12 and 20); the cell holding the centre, (12, 20), is among them
+    thin = torch.tensor([[[7.5, 7.0, 10.5, 27.0]]])
+    cells = on.candidates(grid, thin, one)[0, 0, :16].view(4, 4).nonzero().tolist()  # (row, column)
+    assert cells == [[1, 0], [1, 1], [2, 0], [2, 1]]
+    assert off.candidates(grid, thin, one)[0, 0, :16].view(4, 4).nonzero().tolist() == [[2, 1]]  # no x centre inside
+    # boxes of at least the finest stride each way: the same candidates with and without STAL
+    torch.manual_seed(0)
+    xy = torch.rand(2, 20, 2) * 24 + 4
+    wh = torch.rand(2, 20, 2) * 20 + 8
+    big = torch.cat((xy - wh / 2, xy + wh / 2), -1)
+    mask = torch.ones(2, 20, dtype=torch.bool)
+    assert torch.equal(on.candidates(grid, big, mask), off.candidates(grid, big, mask))
+
+
+def test_stal_to_the_finest_stride_itself_would_add_nothing(monkeypatch):
+    """Why STAL widens to twice the finest stride: widened to the stride itself, a box's inside cells
+    are always among the cells holding its centre, which tal takes already."""
+    torch.manual_seed(0)
+    grid = make_grid([8, 16, 32], [(8, 8), (4, 4), (2, 2)])
+    xy = torch.rand(2, 40, 2) * 64
+    wh = torch.rand(2, 40, 2) * 8
+    boxes = torch.cat((xy - wh / 2, xy + wh / 2), -1)
+    mask = torch.ones(2, 40, dtype=torch.bool)
+    off = TaskAlignedAssigner(10).candidates(grid, boxes, mask)
+    real = tal_module.widen_small
+    monkeypatch.setattr(tal_module, "widen_small", lambda bx, finest: real(bx, finest / 2))
+    assert torch.equal(TaskAlignedAssigner(10, stal=True).candidates(grid, boxes, mask), off)
+    monkeypatch.setattr(tal_module, "widen_small", real)
+    assert not torch.equal(TaskAlignedAssigner(10, stal=True).candidates(grid, boxes, mask), off)
+
+
+def test_tal_stal_key_and_bad_values():
+    assert build_assigner("tal", FULL).stal is False  # default: TaskAlignedAssigner.optional_hyp
+    assert build_assigner("tal", {**FULL, "tal_stal": True}).stal is True
+    from utils.config import parse_hyp_set
+
+    assert parse_hyp_set(["tal_stal=true"], dict(FULL), "default.yaml") == {"tal_stal": True}
+    with pytest.raises(ValueError, match="expected true or false"):
+        parse_hyp_set(["tal_stal=1"], dict(FULL), "default.yaml")
+    with pytest.raises(ValueError, match="tal_stal must be true or false"):
+        build_assigner("tal", {**FULL, "tal_stal": 1})
 
 
 def test_dfl_loss_against_definition():
@@ -156,22 +255,24 @@ def test_model_builds_fuses_and_picks_tal():
     torch.testing.assert_close(yf, y, rtol=1e-3, atol=1e-3)
 
 
-def test_dfl_loss_needs_tal_and_the_anchor_free_head():
+def test_dfl_loss_needs_an_anchor_free_assigner_and_head():
     m = _model()
-    m.yaml["assigner"] = "atss"
-    with pytest.raises(ValueError, match="tal"):
+    m.yaml["assigner"] = "iou"
+    with pytest.raises(ValueError, match=r"'iou' needs anchor shapes.*\['atss', 'tal'\]"):
         build_loss(m, FULL, 64)
     with pytest.raises(TypeError, match="DetectDFL"):
         DFLLoss(Model("yolov5n.yaml", nc=3), FULL)
 
 
-def test_dfl_loss_total_against_slow_reference():
+@pytest.mark.parametrize("name", ["tal", "atss"])
+def test_dfl_loss_total_against_slow_reference(name):
     m = _model().double().train()
     x = torch.rand(2, 3, 64, 64, dtype=torch.float64)
     targets = torch.tensor([[0, 0, 20, 20, 4, 5], [1, 2, 40, 30, 30, 20], [1, 1, 10, 50, 12, 8]],
                            dtype=torch.float64)
-    hyp = {"dfl_min_w": 0.2, "nwd": 0.5}
+    hyp = {"dfl_min_w": 0.2, "nwd": 0.5, "assigner": name}
     loss = build_loss(m, {**FULL, **hyp}, 64)
+    assert loss.assigner.name == name
     preds = m(x)
     total, items = loss(preds, targets)
     total.backward()
@@ -202,7 +303,9 @@ def test_dfl_loss_total_against_slow_reference():
     cls_logits = raw[..., 4 * r:]
     grid = make_grid(det.stride.tolist(), [tuple(p.shape[2:4]) for p in preds], dtype=torch.float64)
     assert torch.equal(grid.xy, pts) and torch.equal(grid.stride, sts)
-    t = TaskAlignedAssigner(10)(grid, gt, gmask, gt_cls=gcls, pred_scores=cls_logits.sigmoid(), pred_boxes=pbox)
+    assigner = build_assigner(name, {**FULL, **hyp}, "anchor-free")
+    t = assigner(grid, gt, gmask, gt_cls=gcls, pred_scores=cls_logits.sigmoid(), pred_boxes=pbox)
+    assert t.fg.any()
     ssum = max(float(t.scores.sum()), 1.0)
     bce = 0.0
     for v, z in zip(cls_logits.flatten().tolist(), t.scores.flatten().tolist()):

@@ -4,8 +4,9 @@
              gt_cls=(B, G) long, pred_scores=(B, A, nc), pred_boxes=(B, A, 4) xyxy) -> Assignment
 
 ``grid`` is the CellGrid of the head's maps (utils/assign/grid.py); the class and prediction
-arguments are for assigners that need them (``needs_predictions``; tal). An assigner fits the heads
-named in ``heads``: 'anchor' (Detect: anchor shapes) or 'anchor-free' (DetectDFL).
+arguments are for assigners that need them (``needs_predictions``; tal) or use them when given
+(atss: soft class targets). An assigner fits the heads named in ``heads``: 'anchor' (Detect: anchor
+shapes) or 'anchor-free' (DetectDFL).
 
 Boxes are worked through in chunks whose size keeps the (B, chunk, ...) intermediates within
 ``chunk_bytes``; each chunk lists its claims (utils/assign/claims.py) and one resolution combines
@@ -60,9 +61,10 @@ class Assigner(ABC):
         """The positives boxes ``g0 ..`` (this chunk: gt_* are (B, chunk, ...)) want, box by box."""
 
     def finish(self, claims: Claims, won: torch.Tensor, fg: torch.Tensor, gt_idx: torch.Tensor,
-               gt_boxes: torch.Tensor, gt_cls: torch.Tensor | None,
-               pred_scores: torch.Tensor | None) -> Assignment:
-        """The Assignment from the resolved claims; assigners that make soft targets override this."""
+               gt_boxes: torch.Tensor, gt_cls: torch.Tensor | None, pred_scores: torch.Tensor | None,
+               pred_boxes: torch.Tensor | None) -> Assignment:
+        """The Assignment from the resolved claims (after all chunks, so anything computed here cannot
+        depend on the chunking); assigners that make soft targets override this."""
         return Assignment(fg, gt_idx, gt_boxes)
 
     def empty(self, batch: int, grid: CellGrid, gt_boxes: torch.Tensor,
@@ -86,4 +88,4 @@ class Assigner(ABC):
                  for s in range(0, g, step)]
         claims = Claims.cat(parts)
         fg, gt_idx, won = claims.resolve(b, g, grid.num)
-        return self.finish(claims, won, fg, gt_idx, gt_boxes, gt_cls, pred_scores)
+        return self.finish(claims, won, fg, gt_idx, gt_boxes, gt_cls, pred_scores, pred_boxes)

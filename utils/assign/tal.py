@@ -9,6 +9,13 @@ claimed by several boxes keeps the one its prediction overlaps most. The class t
 positive is the alignment normalised per box so that the best cell of each box gets that
 cell's IoU; everything else is trained towards 0.
 
+STAL (``stal``; Ultralytics YOLO26's small-target-aware assignment): for the inside test only,
+a box side shorter than the finest stride is widened about the box centre to twice that stride
+(the next level's stride, as Ultralytics does), so a 3 px box's candidates include the finest
+cells around it, not only the one holding its centre. Widening to the finest stride itself
+would add nothing here: such a box's inside cells are already among the cells holding its
+centre. IoUs and targets use the real boxes.
+
 The ranking needs every cell of a box's row (B, G, A), so boxes go through in chunks (see
 utils/assign/base.py) and only their positives (at most topk per box) are kept between chunks.
 """
@@ -43,6 +50,15 @@ def uniform_pow(x: torch.Tensor, exponent: float) -> torch.Tensor:
     return torch.cat([part.pow(exponent) for part in padded.split(_POW_CALL)])[:n]
 
 
+def widen_small(boxes: torch.Tensor, finest: float) -> torch.Tensor:
+    """(..., 4) xyxy boxes with every side shorter than ``finest`` set to ``2 * finest`` about the box
+    centre (STAL); other sides keep their exact coordinates."""
+    lo, hi = boxes[..., :2], boxes[..., 2:]
+    centre = (lo + hi) / 2
+    small = (hi - lo) < finest
+    return torch.cat((torch.where(small, centre - finest, lo), torch.where(small, centre + finest, hi)), -1)
+
+
 @register_assigner("tal")
 class TaskAlignedAssigner(Assigner):
     """See the module docstring; ``topk`` positives per box, metric ``score^alpha * IoU^beta``."""
@@ -50,15 +66,22 @@ class TaskAlignedAssigner(Assigner):
     heads = frozenset({"anchor-free"})
     needs = "predicted class scores and boxes at every cell (DFLLoss passes them)"
     needs_predictions = True
-    optional_hyp = {"tal_alpha": 0.5, "tal_beta": 6.0}
+    # atss_warmup_epochs: DFLLoss learns with atss for the first N epochs, then with tal (PP-YOLOE's
+    # static_assigner_epoch, YOLOv6's warmup_epoch); owned here because it is how tal training starts
+    optional_hyp = {"tal_alpha": 0.5, "tal_beta": 6.0, "tal_stal": False, "atss_warmup_epochs": 0}
 
     def __init__(self, topk: int, alpha: float = optional_hyp["tal_alpha"],
-                 beta: float = optional_hyp["tal_beta"], eps: float = 1e-9):
+                 beta: float = optional_hyp["tal_beta"], eps: float = 1e-9,
+                 stal: bool = optional_hyp["tal_stal"]):
+        if not isinstance(stal, bool):
+            raise ValueError(f"tal assigner: tal_stal must be true or false, got {stal!r}")
         self.topk, self.alpha, self.beta, self.eps = int(topk), float(alpha), float(beta), eps
+        self.stal = stal
 
     @classmethod
     def from_hyp(cls, hyp: Mapping[str, Any]) -> TaskAlignedAssigner:
-        return cls(hyp["tal_topk"], cls.hyp_value(hyp, "tal_alpha"), cls.hyp_value(hyp, "tal_beta"))
+        return cls(hyp["tal_topk"], cls.hyp_value(hyp, "tal_alpha"), cls.hyp_value(hyp, "tal_beta"),
+                   stal=cls.hyp_value(hyp, "tal_stal"))
 
     def candidates(self, grid: CellGrid, gt_boxes: torch.Tensor, gt_mask: torch.Tensor) -> torch.Tensor:
         """(B, G, A) bool: centre inside the box, or the cell that holds the box centre.
@@ -68,6 +91,9 @@ class TaskAlignedAssigner(Assigner):
         """
         x1, y1, x2, y2 = (gt_boxes[..., i, None] for i in range(4))  # (B, G, 1) each
         cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+        if self.stal:  # the inside test sees small boxes widened; the centre test the real ones
+            x1, y1, x2, y2 = widen_small(gt_boxes, min(lv.stride for lv in grid.layout)).unbind(-1)
+            x1, y1, x2, y2 = x1[..., None], y1[..., None], x2[..., None], y2[..., None]
         out = torch.empty(*gt_mask.shape, grid.num, dtype=torch.bool, device=gt_boxes.device)
         m = gt_mask[..., None]
         for lv in grid.layout:
@@ -111,8 +137,8 @@ class TaskAlignedAssigner(Assigner):
                                 extra=metric.gather(-1, top))
 
     def finish(self, claims: Claims, won: torch.Tensor, fg: torch.Tensor, gt_idx: torch.Tensor,
-               gt_boxes: torch.Tensor, gt_cls: torch.Tensor | None,
-               pred_scores: torch.Tensor | None) -> Assignment:
+               gt_boxes: torch.Tensor, gt_cls: torch.Tensor | None, pred_scores: torch.Tensor | None,
+               pred_boxes: torch.Tensor | None) -> Assignment:
         """Soft targets: alignment rescaled per box so that its best cell gets its best IoU."""
         b, a, nc = pred_scores.shape
         g = gt_boxes.shape[1]

@@ -173,6 +173,8 @@ class Trainer:
         for epoch in range(self.start_epoch, self.epochs):
             self.model.train()
             self._close_mosaic(epoch)
+            if hasattr(self.loss_fn, "set_epoch"):  # epoch-dependent losses (DFLLoss's atss warm-up); resume-safe
+                self.loss_fn.set_epoch(epoch)
             sampler = getattr(self.train_loader, "sampler", None)
             if hasattr(sampler, "set_epoch"):
                 sampler.set_epoch(epoch)

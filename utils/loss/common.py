@@ -31,7 +31,8 @@ def head_kind(det: nn.Module) -> str:
 
 def pick_assigner(model: nn.Module, hyp: Mapping[str, Any], name: str | None, head: str) -> Assigner:
     """The assigner named by the caller, else the hyp's ``assigner``, else the model YAML's, else the
-    head's default; an unknown name or one that does not fit the head is a ValueError naming the choices."""
+    head's default; an unknown name or one that does not fit the head is a ValueError naming the choices.
+    (In training utils/config.py has resolved --assigner into both the hyp and the model YAML.)"""
     yaml_cfg = getattr(unwrap(model), "yaml", None) or {}
     name = name or hyp.get("assigner") or yaml_cfg.get("assigner") or DEFAULT_FOR_HEAD[head]
     return build_assigner(name, hyp, head)

@@ -1,13 +1,19 @@
 """DFLLoss: the loss of the anchor-free DetectDFL head (models/head.py).
 
-- cls: BCE over every cell and class against the task-aligned soft targets (utils/assign/tal.py),
-  summed and divided by the sum of the targets (so the loss does not scale with box count);
+- cls: BCE over every cell and class against the assigner's soft targets (tal's alignment,
+  utils/assign/tal.py, or atss's IoU), summed and divided by the sum of the targets (so the loss
+  does not scale with box count);
 - box: (1 - CIoU), blended with (1 - NWD) by hyp ``nwd`` as for the anchor head, weighted
   per positive by its target score;
 - dfl: Distribution Focal Loss on the four distance distributions: cross-entropy towards
   the two bins either side of the true distance, weighted by proximity (Li et al. 2020).
 Gains: hyp ``dfl_box``, ``dfl_cls``, ``dfl`` (YOLOv8's published values in default.yaml).
 Returns ``(total * batch_size, [box, dfl, cls])`` like DetectionLoss.
+
+The assigner is tal by default; atss (soft targets IoU(pred, gt)) also fits. With hyp
+``atss_warmup_epochs`` N > 0, atss assigns for epochs < N and the chosen assigner after (PP-YOLOE,
+YOLOv6): the Trainer calls ``set_epoch`` at the start of every epoch; before any call (outside a
+training loop) the chosen assigner is used.
 """
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from utils.assign import Assigner, TaskAlignedAssigner, build_assigner
 from utils.loss.common import (
     GridCache,
     bce,
@@ -40,6 +47,14 @@ def dfl_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return ((1 - w_right) * nll_l + w_right * nll_r).mean(-1)
 
 
+def warmup_epochs(hyp: Mapping[str, Any]) -> int:
+    """hyp ``atss_warmup_epochs`` (default in TaskAlignedAssigner.optional_hyp), checked: a whole number >= 0."""
+    n = TaskAlignedAssigner.hyp_value(hyp, "atss_warmup_epochs")
+    if isinstance(n, bool) or not isinstance(n, (int, float)) or not (n >= 0 and float(n).is_integer()):
+        raise ValueError(f"hyp atss_warmup_epochs must be a whole number >= 0, got {n!r}")
+    return int(n)
+
+
 class DFLLoss:
     """Loss for DetectDFL models; see the module docstring. ``hyp`` is a complete hyp mapping."""
 
@@ -54,7 +69,21 @@ class DFLLoss:
         self.nwd_w, self.nwd_c = nwd_weight(hyp), float(hyp["nwd_c"])
         self.min_w = float(hyp["dfl_min_w"])
         self.assigner = pick_assigner(model, hyp, assigner, "anchor-free")
+        self.warmup_epochs = warmup_epochs(hyp)
+        self.warmup_assigner = build_assigner("atss", hyp, "anchor-free") if self.warmup_epochs else None
+        self.epoch: int | None = None  # set by the Trainer (set_epoch); None: no warm-up
         self._grids = GridCache([float(s) for s in det.stride])
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch about to be trained (0-based), which decides the warm-up assigner."""
+        self.epoch = int(epoch)
+
+    @property
+    def active_assigner(self) -> Assigner:
+        """atss during the warm-up epochs, the chosen assigner after them."""
+        if self.warmup_assigner is not None and self.epoch is not None and self.epoch < self.warmup_epochs:
+            return self.warmup_assigner
+        return self.assigner
 
     def __call__(self, preds: list[torch.Tensor], targets: torch.Tensor
                  ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -70,7 +99,7 @@ class DFLLoss:
         pbox = torch.cat((points - d[..., :2], points + d[..., 2:]), -1)
 
         gt_boxes, gt_cls, gt_mask = checked_targets(targets, bsz, self.nc, dev, dt)
-        t = self.assigner(grid, gt_boxes, gt_mask, gt_cls=gt_cls, pred_scores=cls_logits.detach().sigmoid(),
+        t = self.active_assigner(grid, gt_boxes, gt_mask, gt_cls=gt_cls, pred_scores=cls_logits.detach().sigmoid(),
                           pred_boxes=pbox.detach())
         score_sum = t.scores.sum().clamp(min=1.0)
 
