@@ -3,6 +3,7 @@
     python detect.py --weights best.pt --source img.jpg        # or dir/, 'imgs/*.png', list.txt, clip.mp4, 0
     python detect.py --weights best.pt --source aerial/ --slice 640 --overlap 0.2 --save-txt --save-json
     python detect.py --weights best.onnx --source img.jpg       # or best.torchscript (made by export.py)
+    python detect.py --weights best.pt --source imgs/ --slice auto  # slice only images much larger than --imgsz
 
 Outputs go to runs/detect/exp{,2,...}: drawn images and one mp4 per video (unless --nosave),
 labels/<stem>.txt (--save-txt: cls cx cy w h conf, normalised; video frames <stem>_<frame>.txt),
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import inspect
 
+from utils.data.recipe import slice_arg
 from utils.engine.checkpoint import CheckpointError
 from utils.inference.runner import FrameResult, run_detection
 from utils.inference.slicing import MERGE_MODES
@@ -52,7 +54,8 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     a("--name", default=D["name"])
     a("--exist-ok", action="store_true", help="reuse project/name instead of incrementing it")
     a("--half", action="store_true", help="fp16 autocast on CUDA")
-    a("--slice", type=int, default=D["slice"], help="sliced inference on windows of this size in pixels (0 = off)")
+    a("--slice", type=slice_arg, default=D["slice"], help="sliced inference on windows of this size in pixels "
+      "(0 = off); auto: --imgsz windows for each image whose long side is over 1.5x --imgsz, the others whole")
     a("--overlap", type=float, default=D["overlap"], help="overlap fraction of neighbouring windows for --slice")
     a("--slice-batch", type=int, default=D["slice_batch"], help="windows per forward pass")
     a("--slice-full", action="store_true", help="also run the whole image at --imgsz and merge it in")

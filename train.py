@@ -42,7 +42,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
             kw.update(action="store_true")
         elif isinstance(default, int):
             kw.update(type=int)
-        elif name == "label_smoothing":
+        elif name == "label_smoothing" or isinstance(default, float):
             kw.update(type=float)
         if f.metadata["choices"]:
             kw.update(choices=f.metadata["choices"])
@@ -111,6 +111,8 @@ def main(opt: argparse.Namespace) -> dict[str, Any]:
     else:
         data = load_data_config(repo_path(opt.data or field_default("data")), root=opt.data_root)
         cfg = resolve({k: v for k, v in vars(opt).items() if v is not None}, data)
+        if cfg.recipe_notes and rank in (-1, 0):  # --recipe auto: what it picked, why, and what the run uses
+            LOG.info("\n".join(cfg.recipe_notes))
     if world > 1:
         device = _init_distributed(cfg.device, local_rank)
     else:

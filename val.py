@@ -4,6 +4,7 @@
     python val.py --data D --weights W --protocol aitod         # AI-TOD buckets at maxDets 1500
     python val.py --data D --weights W --task speed            # timings only, no files
     python val.py --data D --weights best.onnx                  # or best.torchscript (made by export.py)
+    python val.py --data D --weights W --slice auto             # slicing picked from the data (utils/data/recipe.py)
 
 The engine is utils/eval/validator.py; this script parses flags and calls it. ``run(**kwargs)`` stays
 the Python entry point (tests, benchmarks): ``fast=True`` selects the in-training evaluation
@@ -16,17 +17,38 @@ import inspect
 from typing import Any
 
 
+from utils.data.recipe import slice_arg
 from utils.eval.protocols import PROTOCOLS
 from utils.eval.validator import FULL_EVAL, TASKS, TRAINING_EVAL, validate
 
 
 def run(fast: bool = False, **kwargs: Any) -> dict[str, Any]:
     """utils.eval.validator.validate (its signature holds the options and their defaults), with fast=True
-    meaning TRAINING_EVAL (see its doc for the figures)."""
+    meaning TRAINING_EVAL (see its doc for the figures). slice="auto" picks slice and overlap as train.py
+    --recipe auto does, from the data YAML's train split at imgsz; an overlap given (not None) is kept."""
     unknown = set(kwargs) - set(inspect.signature(validate).parameters)
     if unknown:
         raise TypeError(f"val.run: unknown options {sorted(unknown)}")
+    if kwargs.get("slice") == "auto":
+        _auto_slice(kwargs)
+    if kwargs.get("overlap") is None:
+        kwargs.pop("overlap", None)  # validate's default
     return validate(**kwargs, options=TRAINING_EVAL if fast else FULL_EVAL)
+
+
+def _auto_slice(kwargs: dict[str, Any]) -> None:
+    """--slice auto: the recipe's slice (imgsz, or 0 = whole image) and, unless --overlap was given, its overlap."""
+    from utils.data.recipe import decide
+    from utils.eval.inputs import load_data
+    from utils.logger import LOG
+    defaults = inspect.signature(validate).parameters
+    kwargs["data"] = load_data(kwargs.get("data", defaults["data"].default))  # loaded once, validate reuses it
+    recipe = decide(kwargs["data"], kwargs.get("imgsz", defaults["imgsz"].default))
+    if kwargs.get("verbose", True):
+        LOG.info(f"--slice auto: {recipe.summary()}")
+    kwargs["slice"] = recipe.slice
+    if recipe.slice and kwargs.get("overlap") is None:
+        kwargs["overlap"] = recipe.overlap
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
@@ -48,8 +70,10 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     a("--single-cls", action="store_true")
     a("--save-json", action=argparse.BooleanOptionalAction, default=D["save_json"], help="write predictions.json")
     a("--save-txt", action="store_true", help="write labels/*.txt (cls cx cy w h conf, normalised)")
-    a("--slice", type=int, default=D["slice"], help="sliced inference on tiles of this size (0 = off)")
-    a("--overlap", type=float, default=D["overlap"], help="tile overlap fraction for --slice")
+    a("--slice", type=slice_arg, default=D["slice"], help="sliced inference on tiles of this size (0 = off); auto: "
+      "tiles of --imgsz when the train split's images and boxes call for it (as train.py --recipe auto)")
+    a("--overlap", type=float, default=None,
+      help=f"tile overlap fraction for --slice (default: {D['overlap']}; with --slice auto, the recipe's)")
     a("--slice-full", action="store_true", help="with --slice, also run the whole image at --imgsz and merge")
     a("--project", default=D["project"])
     a("--name", default=D["name"])

@@ -106,3 +106,85 @@ def test_assigner_settings_owned_by_their_class_can_be_set(tmp_path):
         resolve({"hyp_set": ["atss_nwd=1"]}, _data(tmp_path))
     with pytest.raises(ValueError, match="iou_mode: expected a name"):
         resolve({"hyp_set": ["iou_mode=3"]}, _data(tmp_path))
+
+
+def test_recipe_auto_fills_tile_and_final_slicing_below_everything_set_by_hand(tmp_path):
+    """--recipe auto stands at the data YAML defaults: level: it fills the hyp tile and the final validation's
+    slice/overlap, and a flag, --hyp-set, hyp file or defaults: entry wins (per key), said in the notes."""
+    from tests.data.test_recipe import write_coco
+    data = write_coco(tmp_path, [(3200, 2400)] * 4, [(i % 4, 20, 20) for i in range(20)])  # tile 1.0, slice 640
+    cfg = resolve({"imgsz": 640}, data)  # recipe none (the default): nothing changes
+    assert (cfg.recipe, cfg.hyp_values["tile"], cfg.slice, cfg.overlap, cfg.recipe_notes) == \
+        ("none", default_hyp()["tile"], 0, 0.2, [])
+    cfg = resolve({"imgsz": 640, "recipe": "auto"}, data)
+    assert (cfg.hyp_values["tile"], cfg.slice, cfg.overlap) == (1.0, 640, 0.1)
+    notes = "\n".join(cfg.recipe_notes)
+    assert "recipe at imgsz 640: tile 1.0, val/detect --slice 640 --overlap 0.1" in notes
+    assert "5.0x > 1.5x" in notes and "100% under 16 px" in notes  # the reasons carry the numbers
+    assert "used: hyp tile 1.0 (the recipe's)" in notes
+    assert "used: final validation --slice 640 --overlap 0.1 (the recipe)" in notes
+    # --hyp-set and flags win
+    cfg = resolve({"imgsz": 640, "recipe": "auto", "hyp_set": ["tile=0"], "slice": 0}, data)
+    assert (cfg.hyp_values["tile"], cfg.slice) == (0.0, 0)
+    notes = "\n".join(cfg.recipe_notes)
+    assert "used: hyp tile 0.0 from --hyp-set (the recipe's 1.0 is not used)" in notes
+    assert "used: final validation whole image (--slice)" in notes
+    cfg = resolve({"imgsz": 640, "recipe": "auto", "overlap": 0.3}, data)
+    assert (cfg.slice, cfg.overlap) == (640, 0.3)
+    assert "(--overlap, the rest the recipe's)" in cfg.recipe_notes[-1]
+    # a hyp file that holds tile wins; one that does not leaves it to the recipe
+    cfg = resolve({"imgsz": 640, "recipe": "auto", "hyp": _hyp_file(tmp_path, tile=0.5)}, data)
+    assert cfg.hyp_values["tile"] == 0.5
+    assert any("from --hyp" in n and "the recipe's 1.0 is not used" in n for n in cfg.recipe_notes)
+    assert resolve({"imgsz": 640, "recipe": "auto", "hyp": _hyp_file(tmp_path)}, data).hyp_values["tile"] == 1.0
+    # the data YAML's defaults: win over the recipe too
+    cfg = resolve({"imgsz": 640, "recipe": "auto"}, {**data, "defaults": {"tile": 0.25, "slice": 800}})
+    assert (cfg.hyp_values["tile"], cfg.slice, cfg.overlap) == (0.25, 800, 0.1)
+    # the run's settings keep what was decided (opt.yaml, checkpoints, --resume)
+    again = TrainConfig(**cfg.as_dict(), hyp_values=cfg.hyp_values)
+    assert again == cfg
+
+
+def test_recipe_p2_advice_never_changes_the_model(tmp_path):
+    from tests.data.test_recipe import write_coco
+    boxes = [(i % 3, 40, 40) for i in range(6)] + [(i % 3, 28, 28) for i in range(3)]  # a third 14 px at 320
+    data = write_coco(tmp_path, [(640, 640)] * 3, boxes)
+    cfg = resolve({"imgsz": 320, "recipe": "auto"}, data)
+    assert (cfg.cfg, cfg.hyp_values["tile"], cfg.slice) == (field_default("cfg"), 0.0, 0)
+    notes = "\n".join(cfg.recipe_notes)
+    assert "P2 head advised" in notes and "--cfg yolov5n-p2-dfl.yaml" in notes
+    assert f"used: --cfg {field_default('cfg')} as given" in notes
+
+
+def test_slice_overlap_and_recipe_flags(tmp_path):
+    opt = train.parse_opt(["--recipe", "auto", "--slice", "640", "--overlap", "0.25"])
+    assert (opt.recipe, opt.slice, opt.overlap) == ("auto", 640, 0.25)
+    with pytest.raises(ValueError, match=r"--overlap: expected a fraction in \[0.0, 0.9\], got 1.5"):
+        resolve({"overlap": 1.5}, _data(tmp_path))
+    with pytest.raises(ValueError, match="--slice: expected a whole number >= 0"):
+        resolve({"slice": -1}, _data(tmp_path))
+    with pytest.raises(ValueError, match="--recipe: 'yes' is not one of none, auto"):
+        resolve({"recipe": "yes"}, _data(tmp_path))
+    with pytest.raises(ValueError, match=r"d\.yaml: defaults: overlap: expected a fraction"):
+        resolve({}, _data(tmp_path, overlap=2))
+
+
+def test_train_prints_the_recipe_before_the_run_is_built(tmp_path, monkeypatch, caplog):
+    import logging
+
+    import utils.engine.build as build
+    from tests.data.test_recipe import write_coco
+
+    class Built(Exception):
+        pass
+
+    def stop(*args, **kwargs):
+        raise Built
+
+    write_coco(tmp_path, [(3200, 2400)] * 2, [(i % 2, 20, 20) for i in range(10)])
+    monkeypatch.setattr(build, "build_run", stop)  # no run: only what main() prints before building it
+    argv = ["--data", str(tmp_path / "data.yaml"), "--recipe", "auto", "--imgsz", "640", "--device", "cpu"]
+    with caplog.at_level(logging.INFO, logger="smalldet"), pytest.raises(Built):
+        train.main(train.parse_opt(argv))
+    assert "recipe at imgsz 640: tile 1.0, val/detect --slice 640 --overlap 0.1" in caplog.text
+    assert "5.0x > 1.5x" in caplog.text and "used: hyp tile 1.0 (the recipe's)" in caplog.text

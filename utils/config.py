@@ -8,7 +8,8 @@ Two kinds of setting, each with one owner for its defaults:
 
 Precedence, the same for both kinds: command-line flag (or train.run keyword, --hyp-set) > hyp file
 (--hyp) > the data YAML's `defaults:` block > the default. resolve() applies it and returns a checked
-TrainConfig whose `hyp` is a complete dict.
+TrainConfig whose `hyp` is a complete dict. With --recipe auto, the recipe (utils/data/recipe.py) fills the
+hyp `tile` and the final validation's --slice / --overlap at the level just below the data YAML's `defaults:`.
 """
 from __future__ import annotations
 
@@ -16,9 +17,12 @@ import dataclasses
 import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
+
+if TYPE_CHECKING:
+    from utils.data.recipe import Recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_HYP = ROOT / "configs" / "hyps" / "default.yaml"
@@ -29,6 +33,8 @@ UNIT = {"hsv_h", "hsv_s", "hsv_v", "translate", "flipud", "fliplr", "mosaic", "m
 POSITIVE = {"lr0", "nbs", "atss_topk", "tal_topk", "anchor_t", "nwd_c", "grad_clip"}
 OPTIMIZERS = ("SGD", "Adam", "AdamW")
 ASSIGNERS = ("iou", "atss", "tal")
+RECIPES = ("none", "auto")
+FRACTIONS = {"overlap": (0.0, 0.9)}  # float run settings, their range (windows must advance: < 1)
 
 
 def _opt(default: Any, help: str = "", least: int | None = None, choices: tuple | None = None,
@@ -72,17 +78,27 @@ class TrainConfig:
     no_amp: bool = _opt(False, "disable mixed precision on CUDA")
     data_root: str | None = _opt(None, "folder holding the data sets (overrides the data YAML)")
     noval: bool = _opt(False, "validate only after the last epoch (best.pt = last.pt)")
+    slice: int = _opt(0, "final validation of best.pt in windows of this many px, as val.py --slice "
+                         "(0 = whole image; per-epoch validation stays whole-image)", least=0)
+    overlap: float = _opt(0.2, "window overlap fraction for --slice")
+    recipe: str = _opt("none", "auto: pick the hyp tile and the final --slice/--overlap from the train split's "
+                               "image and box sizes (utils/data/recipe.py) where no flag, --hyp-set, hyp file "
+                               "or data YAML defaults: sets them", choices=RECIPES)
     hyp_set: list | None = _opt(None, "override hyperparameters, e.g. --hyp-set tile=0 nwd=1.0")
     save_dir: str = _opt("", "set by the run (its folder); not a flag", flag="")
     hyp_values: dict = field(default_factory=dict, metadata={"flag": "", "help": ""})  # resolved hyperparameters
+    # what --recipe auto decided, why, and what was used: printed at the start, kept in opt.yaml
+    recipe_notes: list = field(default_factory=list, metadata={"flag": "", "help": ""})
 
     def as_dict(self) -> dict[str, Any]:
         """The run settings as plain values (for opt.yaml and checkpoints), without the hyperparameters."""
         return {k: v for k, v in dataclasses.asdict(self).items() if k != "hyp_values"}
 
 
-FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig) if f.name != "hyp_values"}
-RUN_DATA_KEYS = ("epochs", "batch_size", "imgsz")  # the run settings a data YAML's defaults: may give
+NOT_OPTIONS = ("hyp_values", "recipe_notes")  # filled by resolve(), never given
+FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig) if f.name not in NOT_OPTIONS}
+# the run settings a data YAML's defaults: may give
+RUN_DATA_KEYS = ("epochs", "batch_size", "imgsz", "slice", "overlap")
 
 
 def field_default(name: str) -> Any:
@@ -207,6 +223,11 @@ def _check_run_value(name: str, value: Any, source: str) -> Any:
         raise ValueError(f"{source}: expected a whole number >= {least}, got {value!r}")
     if choices and value is not None and value not in choices:
         raise ValueError(f"{source}: {value!r} is not one of {', '.join(choices)}")
+    if name in FRACTIONS:
+        lo, hi = FRACTIONS[name]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
+            raise ValueError(f"{source}: expected a fraction in [{lo}, {hi}], got {value!r}")
+        value = float(value)
     return value
 
 
@@ -229,29 +250,59 @@ def split_data_defaults(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str,
     return run, hyp
 
 
+def _recipe_notes(recipe: Recipe, values: dict[str, Any], hyp: dict[str, Any], tile_from: str,
+                  slice_from: str) -> list[str]:
+    """What --recipe auto decided and why, then what the run uses and from where (a hand-set value wins)."""
+    notes = recipe.summary().splitlines()
+    if tile_from:
+        agree = "agrees" if hyp["tile"] == recipe.tile else f"{recipe.tile} is not used"
+        notes.append(f"used: hyp tile {hyp['tile']} from {tile_from} (the recipe's {agree})")
+    else:
+        notes.append(f"used: hyp tile {hyp['tile']} (the recipe's)")
+    final = f"--slice {values['slice']} --overlap {values['overlap']}" if values["slice"] else "whole image"
+    notes.append(f"used: final validation {final} ({slice_from or 'the recipe'})")
+    if recipe.p2:
+        notes.append(f"used: --cfg {values['cfg']} as given: the P2 advice is printed, never applied (a P2-P5 "
+                     f"model trains about 2x slower)")
+    return notes
+
+
 def resolve(given: dict[str, Any], data: dict[str, Any]) -> TrainConfig:
     """Options given on the command line or to train.run (None = not given) + the data YAML -> TrainConfig.
 
-    Run settings: flag > data YAML defaults: > field default. Hyperparameters: --hyp-set and
-    --label-smoothing > --hyp file > data YAML defaults: > default.yaml."""
+    Run settings: flag > data YAML defaults: > (--recipe auto: slice, overlap) > field default.
+    Hyperparameters: --hyp-set and --label-smoothing > --hyp file > data YAML defaults: > (--recipe auto:
+    tile) > default.yaml."""
     unknown = set(given) - set(FIELDS)
     if unknown:
         raise TypeError(f"unknown options {sorted(unknown)}")
     data_run, data_hyp = split_data_defaults(data)
+    where = f"{data.get('yaml_file', 'data YAML')}: defaults:"
     values: dict[str, Any] = {}
+    sources: dict[str, str] = {}  # name -> where a value given by hand came from
     for name in FIELDS:
         v = given.get(name)
         source = f"--{name.replace('_', '-')}"
         if v is None and name in data_run:
-            v, source = data_run[name], f"{data.get('yaml_file', 'data YAML')}: defaults: {name}"
+            v, source = data_run[name], f"{where} {name}"
         if v is None:
-            v = field_default(name)
-        values[name] = _check_run_value(name, v, source)
-    hyp = {**default_hyp(), **data_hyp}
-    if values["hyp"]:
-        hyp.update(read_hyp_file(values["hyp"]))
-    if values["hyp_set"]:
-        hyp.update(parse_hyp_set(values["hyp_set"], hyp, values["hyp"] or DEFAULT_HYP.name))
+            v, source = field_default(name), ""
+        values[name] = _check_run_value(name, v, source or f"--{name.replace('_', '-')}")
+        sources[name] = source
+    recipe = None
+    if values["recipe"] == "auto":
+        from utils.data.recipe import decide  # reads the train json: sizes only, well under a second
+        recipe = decide(data, values["imgsz"])
+        # The recipe is a guess from the data, so it stands just below the data YAML's defaults: and fills
+        # only what nobody set by hand (per key); a flag, --hyp-set, hyp file or defaults: entry wins.
+        for name in ("slice", "overlap"):
+            if not sources[name] and recipe.slice:
+                values[name] = getattr(recipe, name)
+    hyp = {**default_hyp(), **({"tile": recipe.tile} if recipe else {}), **data_hyp}
+    hyp_file = read_hyp_file(values["hyp"]) if values["hyp"] else {}
+    hyp.update(hyp_file)
+    hyp_set = parse_hyp_set(values["hyp_set"], hyp, values["hyp"] or DEFAULT_HYP.name) if values["hyp_set"] else {}
+    hyp.update(hyp_set)
     if values["label_smoothing"] is not None:
         hyp["label_smoothing"] = check_value("label_smoothing", values["label_smoothing"], 0.0, "--label-smoothing")
     values["optimizer"] = resolve_optimizer(values["optimizer"], hyp, values["hyp"] or DEFAULT_HYP.name)
@@ -259,4 +310,13 @@ def resolve(given: dict[str, Any], data: dict[str, Any]) -> TrainConfig:
         values["assigner"] = _check_run_value("assigner", hyp["assigner"], f"--hyp {values['hyp']}: assigner")
     elif values["assigner"] is not None and "assigner" in hyp:
         hyp["assigner"] = values["assigner"]  # the flag wins everywhere the hyp is read (the losses)
-    return TrainConfig(**values, hyp_values=hyp)
+    notes = []
+    if recipe:
+        tile_from = ("--hyp-set" if "tile" in hyp_set else f"--hyp {values['hyp']}" if "tile" in hyp_file
+                     else f"{where} tile" if "tile" in data_hyp else "")
+        # whole image: only --slice's source matters (an overlap means nothing without windows)
+        by_hand = [sources[n] for n in (("slice", "overlap") if values["slice"] else ("slice",)) if sources[n]]
+        rest = len(by_hand) == 1 and recipe.slice and values["slice"]
+        slice_from = " and ".join(by_hand) + (", the rest the recipe's" if rest else "")
+        notes = _recipe_notes(recipe, values, hyp, tile_from, slice_from)
+    return TrainConfig(**values, hyp_values=hyp, recipe_notes=notes)

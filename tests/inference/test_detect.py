@@ -287,3 +287,25 @@ def test_sliced_detect_returns_the_known_box_of_every_window(tmp_path, monkeypat
     want = sorted(want)
     assert len(got) == len(wins)  # one box per window, none merged away (they do not overlap)
     np.testing.assert_allclose(np.array(got), np.array(want), atol=1.0)
+
+
+def test_slice_auto_slices_only_the_images_much_larger_than_imgsz(tmp_path, monkeypatch, caplog):
+    """--slice auto decides per image: a 200x100 image at imgsz 64 (over 1.5 x 64) runs in 64 px windows
+    (one stand-in box each), an 80x60 one whole (one box)."""
+    from tests.inference.test_slicing import OneBoxModel
+    from utils.inference.slicing import slice_windows
+
+    model = OneBoxModel(box=(12.0, 10.0, 8.0, 6.0))
+    model.names, model.cat_ids = ["square", "disc"], [3, 7]
+    monkeypatch.setattr(runner, "load_model", lambda weights, device, fuse=False: model)
+    (tmp_path / "src").mkdir()
+    cv2.imwrite(str(tmp_path / "src" / "big.png"), np.full((100, 200, 3), 90, np.uint8))
+    cv2.imwrite(str(tmp_path / "src" / "small.png"), np.full((60, 80, 3), 90, np.uint8))
+    with caplog.at_level(logging.INFO, logger="smalldet"):
+        res = _run("unused.pt", tmp_path / "src", tmp_path, imgsz=64, slice="auto", overlap=0.2, verbose=True)
+    n = {Path(r.path).name: len(r.det) for r in res}
+    assert n == {"big.png": len(slice_windows(100, 200, 64, 0.2)), "small.png": 1} and n["big.png"] > 1
+    assert "--slice auto: 1 sliced in 64px windows" in caplog.text
+    assert detect.parse_opt(["--weights", "w", "--source", "s", "--slice", "auto"]).slice == "auto"
+    with pytest.raises(ValueError, match="--slice big must be >= 0 or 'auto'"):
+        _run("unused.pt", tmp_path / "src", tmp_path, slice="big")

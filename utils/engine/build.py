@@ -101,9 +101,11 @@ def build_run(opt: TrainConfig, data: dict, device: torch.device, rank: int, wor
         """Full COCO evaluation of best.pt, with plots, into the run dir."""
         best = save_dir / "weights" / "best.pt"
         weights = best if best.exists() else save_dir / "weights" / "last.pt"
-        LOG.info(f"\nValidating {weights} (full COCO evaluation)")
+        sliced = f", sliced: --slice {opt.slice} --overlap {opt.overlap}" if opt.slice else ""
+        LOG.info(f"\nValidating {weights} (full COCO evaluation{sliced})")
+        # --slice (or --recipe auto's choice): a model trained on native-resolution tiles is scored at that scale
         metrics = validator.validate(data=data, weights=str(weights), batch_size=per_proc_batch * 2,
-                                     workers=opt.workers, imgsz=opt.imgsz,
+                                     workers=opt.workers, imgsz=opt.imgsz, slice=opt.slice, overlap=opt.overlap,
                                      device=str(device) if device.type != "cuda" else str(device.index),
                                      project=str(save_dir), name="val", exist_ok=True,
                                      plots=not opt.noplots, save_json=True, verbose=True,

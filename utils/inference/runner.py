@@ -17,6 +17,7 @@ import torch
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from utils.data.recipe import LARGE, image_slice
 from utils.inference.backends import load_model
 from utils.inference.predict import check_imgsz, model_stride, predict_image
 from utils.inference.slicing import MERGE_MODES, sliced_predict
@@ -40,16 +41,18 @@ def run_detection(weights: str | Path, source: str | int | Path, imgsz: int = 64
                   save_txt: bool = False, save_json: bool = False, save_crop: bool = False, nosave: bool = False,
                   line_thickness: int | None = None, hide_labels: bool = False, hide_conf: bool = False,
                   project: str | Path = "runs/detect", name: str = "exp", exist_ok: bool = False,
-                  half: bool = False, slice: int = 0, overlap: float = 0.2, slice_batch: int = 4,
+                  half: bool = False, slice: int | str = 0, overlap: float = 0.2, slice_batch: int = 4,
                   slice_full: bool = False, slice_merge: str = "nms", keep_results: bool = True,
                   verbose: bool = True) -> list[FrameResult]:
     """Detect on every frame of source and write the outputs as it goes (see the module doc).
     Raises SourceError (a ValueError) for a missing source or unreadable video, CheckpointError for bad weights.
-    Returns the per-frame detections (empty list when keep_results is False, e.g. for webcams)."""
+    Returns the per-frame detections (empty list when keep_results is False, e.g. for webcams).
+    slice="auto": frames much larger than imgsz (utils/data/recipe.image_slice) run in imgsz windows, others whole."""
     if slice_merge not in MERGE_MODES:
         raise ValueError(f"--slice-merge must be one of {MERGE_MODES}, got {slice_merge!r}")
-    if slice < 0 or not 0 <= overlap < 1:
-        raise ValueError(f"--slice {slice} must be >= 0 and --overlap {overlap} in [0, 1)")
+    auto = slice == "auto"
+    if (not auto and (not isinstance(slice, int) or slice < 0)) or not 0 <= overlap < 1:
+        raise ValueError(f"--slice {slice} must be >= 0 or 'auto' and --overlap {overlap} in [0, 1)")
     dev = select_device(device)
     if half and dev.type != "cuda":
         LOG.warning("WARNING --half needs CUDA; running in fp32 on CPU")
@@ -57,6 +60,9 @@ def run_detection(weights: str | Path, source: str | int | Path, imgsz: int = 64
     reader = SourceReader(source, vid_stride)  # a missing source or bad video fails here, before any work
     model = load_model(weights, dev, fuse=True)
     imgsz = check_imgsz(imgsz, model_stride(model))
+    if auto and verbose:
+        LOG.info(f"--slice auto: frames with a long side over {LARGE * imgsz:.0f} px ({LARGE}x --imgsz {imgsz}) run "
+                 f"in {imgsz} px windows, overlap {overlap}; smaller ones whole")
     save_dir = increment_path(Path(project) / name, exist_ok, mkdir=True)
     writer = DetectionWriter(save_dir, model.names, model.cat_ids, save_img=not nosave, save_txt=save_txt,
                              save_json=save_json, save_crop=save_crop, line_thickness=line_thickness,
@@ -64,7 +70,7 @@ def run_detection(weights: str | Path, source: str | int | Path, imgsz: int = 64
     kw = dict(conf_thres=conf_thres, iou_thres=iou_thres, classes=classes, max_det=max_det, agnostic=agnostic_nms,
               half=half)
     results: list[FrameResult] = []
-    n_frames = n_det = 0
+    n_frames = n_det = n_sliced = 0
     t_inf = 0.0
     frames = iter(reader)
     bar = tqdm(total=reader.total, unit="frame", disable=not verbose, bar_format="{l_bar}{bar:20}{r_bar}")
@@ -72,8 +78,10 @@ def run_detection(weights: str | Path, source: str | int | Path, imgsz: int = 64
         with torch.inference_mode(), logging_redirect_tqdm([LOG]):  # warnings print above the bar
             for fr in frames:
                 t0 = time.perf_counter()
-                if slice:
-                    det = sliced_predict(model, fr.img, slice, overlap, imgsz=imgsz, batch=slice_batch,
+                win = image_slice(fr.img.shape[:2], imgsz) if auto else slice  # auto: decided per frame
+                n_sliced += bool(win)
+                if win:
+                    det = sliced_predict(model, fr.img, win, overlap, imgsz=imgsz, batch=slice_batch,
                                          full=slice_full, merge=slice_merge, **kw)
                 else:
                     det = predict_image(model, fr.img, imgsz, **kw)
@@ -97,8 +105,9 @@ def run_detection(weights: str | Path, source: str | int | Path, imgsz: int = 64
         LOG.warning(f"WARNING {len(reader.skipped)} unreadable image(s) skipped: {', '.join(reader.skipped[:5])}"
                     f"{' ...' if len(reader.skipped) > 5 else ''}")
     if verbose:
-        how = f"sliced {slice}px, overlap {overlap}" + (" + full image" if slice_full else "") if slice else \
-            f"imgsz {imgsz}"
+        full = " + full image" if slice_full else ""
+        how = (f"--slice auto: {n_sliced} sliced in {imgsz}px windows, overlap {overlap}{full}, the others whole"
+               if auto else f"sliced {slice}px, overlap {overlap}{full}" if slice else f"imgsz {imgsz}")
         LOG.info(f"{n_frames} frames, {n_det} detections, {1e3 * t_inf / max(n_frames, 1):.1f} ms/frame "
                  f"inference + NMS ({how}, {dev})\nResults saved to {save_dir}")
     return results
