@@ -12,18 +12,8 @@ import torch
 import torch.nn as nn
 
 from utils.assign import CellGrid
-from utils.loss.common import (
-    GridCache,
-    bce,
-    box_quality,
-    check_maps,
-    checked_targets,
-    detect_head,
-    loss_dtype,
-    nwd_weight,
-    pick_assigner,
-    smooth_bce_targets,
-)
+from utils.loss.common import (GridCache, bce, box_quality, check_maps, checked_targets, detect_head, loss_dtype,
+                               nwd_weight, pick_assigner, smooth_bce_targets)
 
 # Objectness weight per level, by stride. YOLOv5 uses 4.0, 1.0, 0.4 (P3-P5) and 4.0, 1.0,
 # 0.25, 0.06 (P3-P6): apart from P5's 0.4 that is 4 * (8 / stride)^2, i.e. every *cell*

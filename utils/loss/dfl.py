@@ -24,17 +24,8 @@ import torch
 import torch.nn as nn
 
 from utils.assign import Assigner, TaskAlignedAssigner, build_assigner
-from utils.loss.common import (
-    GridCache,
-    bce,
-    box_quality,
-    check_maps,
-    checked_targets,
-    detect_head,
-    loss_dtype,
-    nwd_weight,
-    pick_assigner,
-)
+from utils.loss.common import (GridCache, bce, box_quality, check_maps, checked_targets, detect_head, loss_dtype,
+                               nwd_weight, pick_assigner)
 
 
 def dfl_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
