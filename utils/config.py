@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -106,8 +107,20 @@ def field_default(name: str) -> Any:
 
 
 # ------------------------------------------------------------------ hyperparameters
+@functools.lru_cache(maxsize=1)
+def _default_hyp_text() -> str:
+    return DEFAULT_HYP.read_text()
+
+
 def default_hyp() -> dict[str, Any]:
-    return yaml.safe_load(DEFAULT_HYP.read_text())
+    """A fresh dict of configs/hyps/default.yaml (read from disk once per process)."""
+    return yaml.safe_load(_default_hyp_text())
+
+
+def did_you_mean(key: str, choices: Any) -> str:
+    """' (did you mean 'mosaic'?)' for a near miss among choices, else ''."""
+    close = difflib.get_close_matches(key, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def optional_hyp() -> dict[str, Any]:
@@ -156,9 +169,8 @@ def check_value(key: str, value: Any, default: Any, where: str) -> Any:
 
 def _known(key: str, known: Any, where: str) -> None:
     if key not in known and key not in TEXT_KEYS:
-        close = difflib.get_close_matches(key, list(known), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"{where}: unknown hyperparameter {key!r}{hint}; the known ones are in {DEFAULT_HYP.name}")
+        raise ValueError(f"{where}: unknown hyperparameter {key!r}{did_you_mean(key, known)}; the known ones are "
+                         f"in {DEFAULT_HYP.name}")
 
 
 def repo_path(path: str) -> str:
@@ -243,8 +255,7 @@ def split_data_defaults(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str,
         elif k in known_hyp or k in TEXT_KEYS:
             hyp[k] = check_value(k, v, known_hyp.get(k), f"{where} {k}")
         else:
-            close = difflib.get_close_matches(k, [*RUN_DATA_KEYS, *known_hyp], n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            hint = did_you_mean(k, [*RUN_DATA_KEYS, *known_hyp])
             raise ValueError(f"{where} unknown key {k!r}{hint}; it may hold {', '.join(RUN_DATA_KEYS)} and the "
                              f"hyperparameters of {DEFAULT_HYP.name}")
     return run, hyp

@@ -1,6 +1,7 @@
 """benchmarks/ablation.py: the README table it writes (training itself is what test_train covers)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from benchmarks.ablation import ROWS, mark, table, write_readme
@@ -66,3 +67,40 @@ def test_a_new_marker_above_an_old_table_leaves_the_text_between_alone(tmp_path)
     write_readme(RESULTS, other, readme)
     text = readme.read_text()
     assert "What the 20-epoch rows show." in text and "old3" in text and text.count("| row |") == 1
+
+
+def _captured_run(monkeypatch, argv: list[str], tmp_path: Path) -> list[dict]:
+    """main(argv) with training and the speed probes replaced by recorders: what each row asks train.run."""
+    import benchmarks.speed
+    import train
+
+    calls: list[dict] = []
+
+    def fake_run(**kw):
+        calls.append(kw)
+        return {"metrics": dict(AP=0.1, AP50=0.2, APs=0.05, AP_tiny=-1.0)}
+
+    monkeypatch.setattr(train, "run", fake_run)
+    monkeypatch.setattr(benchmarks.speed, "our_train_speed", lambda *a, **k: 1.0)
+    monkeypatch.setattr(benchmarks.speed, "our_latency", lambda *a, **k: 2.0)
+    monkeypatch.setattr(benchmarks.speed, "latency_images", lambda *a, **k: [])
+    from benchmarks.ablation import main
+    main([*argv, "--data", "data/shapes.yaml", "--out", str(tmp_path / "out.json"), "--threads", "1"])
+    return calls
+
+
+def test_default_rows_leave_the_hyp_to_train_py_so_the_recipe_can_set_tile(monkeypatch, tmp_path):
+    """Naming default.yaml as --hyp would make it a hyp file, which outranks --recipe auto's tile."""
+    calls = _captured_run(monkeypatch, ["--rows", "base", "dfl-tuned", "--recipe", "auto", "--cache"], tmp_path)
+    assert [c["hyp"] for c in calls] == [None, "configs/hyps/small-objects-dfl.yaml"]
+    assert all(c["recipe"] == "auto" and c["cache"] is True for c in calls)
+    saved = json.loads((tmp_path / "out.json").read_text())
+    assert saved["budget"]["recipe"] == "auto" and set(saved["rows"]) == {"base", "dfl-tuned"}
+    assert ", --recipe auto;" in table(saved, tmp_path / "out.json")
+
+
+def test_budget_without_recipe_matches_the_files_written_before_the_option(monkeypatch, tmp_path):
+    _captured_run(monkeypatch, ["--rows", "tal"], tmp_path)
+    budget = json.loads((tmp_path / "out.json").read_text())["budget"]
+    assert "recipe" not in budget
+    assert set(budget) == set(json.loads(Path("benchmarks/results/ablation-deeppcb-20ep.json").read_text())["budget"])
