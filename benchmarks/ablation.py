@@ -42,7 +42,6 @@ ROWS: dict[str, tuple[str, str, str, str, list[str]]] = {
     "tconv": ("transposed-conv upsampling in the PAN", "yolov5n-tconv.yaml", "iou", "default", []),
     "dw": ("depthwise downsampling + group-conv C3s", "yolov5n-dw.yaml", "iou", "default", []),
     "atss": ("ATSS assigner", "yolov5n.yaml", "atss", "default", []),
-    "tal": ("TAL assigner on the anchor head", "yolov5n.yaml", "tal", "default", []),
     "p2-atss": ("P2-P5 head + ATSS", "yolov5n-p2.yaml", "atss", "default", []),
     "p2-atss-so": ("P2-P5 + ATSS + small-objects hyps", "yolov5n-p2.yaml", "atss", "small-objects", ["tile=0"]),
     "dfl": ("anchor-free DetectDFL head + TAL", "yolov5n-dfl.yaml", "tal", "default", []),
@@ -94,6 +93,11 @@ def run_row(name: str, opt: argparse.Namespace) -> dict:
     return row
 
 
+def _ap(v: float) -> str:
+    """pycocotools' -1 (no box of that size in the val split) as a dash, as in the other README tables."""
+    return f"{v:.3f}" if v >= 0 else "–"
+
+
 def table(results: dict, out: Path) -> str:
     b = results["budget"]
     lines = [mark(out), "",
@@ -106,7 +110,7 @@ def table(results: dict, out: Path) -> str:
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in (results["rows"][n] for n in dict.fromkeys([*ROWS, *results["rows"]]) if n in results["rows"]):
         lines.append(f"| {r['row']} | {r['what']} | {r['AP']:.3f} | {r['AP50']:.3f} | {r['APs']:.3f} | "
-                     f"{r['AP_tiny']:.3f} | {r['params_M']:.2f} | {r['gflops']:.1f} | {r['train_img_per_s']:.1f} | "
+                     f"{_ap(r['AP_tiny'])} | {r['params_M']:.2f} | {r['gflops']:.1f} | {r['train_img_per_s']:.1f} | "
                      f"{r['latency_ms']:.0f} |")
     return "\n".join(lines) + "\n"
 

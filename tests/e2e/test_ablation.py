@@ -100,7 +100,22 @@ def test_default_rows_leave_the_hyp_to_train_py_so_the_recipe_can_set_tile(monke
 
 
 def test_budget_without_recipe_matches_the_files_written_before_the_option(monkeypatch, tmp_path):
-    _captured_run(monkeypatch, ["--rows", "tal"], tmp_path)
+    _captured_run(monkeypatch, ["--rows", "atss"], tmp_path)
     budget = json.loads((tmp_path / "out.json").read_text())["budget"]
     assert "recipe" not in budget
     assert set(budget) == set(json.loads(Path("benchmarks/results/ablation-deeppcb-20ep.json").read_text())["budget"])
+
+
+def test_readme_tables_are_the_results_files():
+    """Every ablation results file the README shows is shown as it is (rows added to a file without --readme,
+    or a table edited by hand, fail here)."""
+    readme = Path("README.md").read_text()
+    shown = [p for p in sorted(Path("benchmarks/results").glob("ablation-*.json")) if mark(p) in readme]
+    assert shown, "the README shows no ablation table"
+    for path in shown:
+        assert table(json.loads(path.read_text()), path) in readme, path
+
+
+def test_undefined_ap_tiny_is_a_dash():
+    t = table({**RESULTS, "rows": {"base": {"row": "base", "what": ROWS["base"][0], **ROW, "AP_tiny": -1.0}}}, OUT)
+    assert "| 0.050 | – | 1.77 |" in t
