@@ -206,11 +206,11 @@ def parse_hyp_set(items: list[str], hyp: dict[str, Any], source: str) -> dict[st
     """['tile=0', 'nwd=1.0'] -> {'tile': 0.0, 'nwd': 1.0}; keys must exist in the hyp file (typos fail
     loudly instead of training with a setting nobody reads), values are checked like the file's."""
     out = {}
+    known = {**optional_hyp(), **hyp}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ValueError(f"--hyp-set {item!r}: expected KEY=VALUE")
-        known = {**optional_hyp(), **hyp}
         if key not in known:
             raise ValueError(f"--hyp-set {item!r}: {source} has no hyperparameter {key!r} "
                              f"(known: {', '.join(sorted(known))})")
