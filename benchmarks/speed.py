@@ -2,12 +2,16 @@
 
     python -m benchmarks.speed                                # deeppcb, yolov5n, 640, batch 8, 2 threads
     python -m benchmarks.speed --peer-python /tmp/peer-venv/bin/python --threads 2
+    python -m benchmarks.speed --device cuda:0 --batch 64 --peer-python none   # GPU: AMP step (--no-amp: fp32)
 
 Ours, in this process:
   train img/s  steady-state optimizer steps (forward, loss, backward, clip, SGD, EMA) on mosaic
                batches from the real loader; the median over --batches batches after --warmup
   latency      ms per image, batch 1: read the file, letterbox, forward, NMS at conf 0.001 / IoU 0.6
                (the settings peer.py predicts with), fused model, channels-last, inference mode
+On CUDA the step runs as train.py runs it there (autocast fp16 and the gradient scaler unless --no-amp),
+the clock waits for the GPU (torch.cuda.synchronize) at both ends of each timed step, and latency runs
+fp16 under autocast with --half.
 
 The peer, when --peer-python exists (bash ../shared/bench/setup_peer.sh makes it): peer.py trains
 --peer-epochs epochs on the first --peer-images train images (its steady-state figure skips epoch 1)
@@ -33,8 +37,13 @@ ROOT = Path(__file__).resolve().parents[1]
 PEER = ROOT.parent / "shared" / "bench" / "peer.py"
 
 
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def our_train_speed(data: str, cfg: str, imgsz: int, batch: int, batches: int, warmup: int,
-                    workers: int) -> float:
+                    workers: int, device: torch.device = torch.device("cpu"), amp: bool = True) -> float:
     """Images/s of the training step as train.py runs it, median over timed batches."""
     from utils.config import repo_path, resolve
     from utils.data.config import load_data_config
@@ -44,8 +53,8 @@ def our_train_speed(data: str, cfg: str, imgsz: int, batch: int, batches: int, w
     loaded = load_data_config(repo_path(data))
     opt = resolve({"data": data, "cfg": cfg, "imgsz": imgsz, "batch_size": batch, "epochs": 1, "workers": workers,
                    "noplots": True, "noautoanchor": True, "project": tempfile.mkdtemp(prefix="speed-"),
-                   "name": "train"}, loaded)
-    trainer, _ = build_run(opt, loaded, torch.device("cpu"), -1, 1, None)
+                   "name": "train", "no_amp": not amp}, loaded)
+    trainer, _ = build_run(opt, loaded, device, -1, 1, None)
     trainer.model.train()
     times: list[float] = []
     it = iter(trainer.train_loader)
@@ -55,30 +64,34 @@ def our_train_speed(data: str, cfg: str, imgsz: int, batch: int, batches: int, w
         except StopIteration:
             it = iter(trainer.train_loader)
             imgs, targets, _, _ = next(it)
+        _sync(device)
         t0 = time.perf_counter()
         apply_lr(trainer.optimizer, trainer.hyp, trainer.lf, 0, i, trainer.nw, trainer.nb, trainer.sgd)
-        loss, _ = trainer.loss_fn(trainer.model(trainer.preprocess(imgs)), targets)
-        loss.backward()
+        with torch.autocast("cuda", enabled=trainer.amp):
+            loss, _ = trainer.loss_fn(trainer.model(trainer.preprocess(imgs)), targets.to(device))
+        trainer.scaler.scale(loss).backward()
         trainer._step()
+        _sync(device)
         if i >= warmup:
             times.append(time.perf_counter() - t0)
     # time to fetch a batch is left out above: with workers > 0 the loader runs alongside the step
     return batch / statistics.median(times)
 
 
-def our_latency(cfg: str, nc: int, images: list[Path], imgsz: int) -> float:
+def our_latency(cfg: str, nc: int, images: list[Path], imgsz: int, device: torch.device = torch.device("cpu"),
+                half: bool = False) -> float:
     """Median ms per image, batch 1, file to boxes."""
     from models.yolo import Model
     from utils.inference.predict import predict_image
 
     torch.manual_seed(0)
-    model = Model(cfg, nc=nc).fuse().eval().to(memory_format=torch.channels_last)
+    model = Model(cfg, nc=nc).fuse().eval().to(device, memory_format=torch.channels_last)
     lat = []
     with torch.inference_mode():
         for k, path in enumerate(images):
             t0 = time.perf_counter()
             img = cv2.imread(str(path))
-            predict_image(model, img, imgsz, conf_thres=0.001, iou_thres=0.6, max_det=300)
+            predict_image(model, img, imgsz, conf_thres=0.001, iou_thres=0.6, max_det=300, half=half)
             if k:  # the first call pays one-off set-up
                 lat.append(1e3 * (time.perf_counter() - t0))
     return statistics.median(lat)
@@ -116,8 +129,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--peer-python", default="/tmp/peer-venv/bin/python")
     ap.add_argument("--peer-epochs", type=int, default=2)
     ap.add_argument("--peer-images", type=int, default=96, help="train images per peer epoch")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda:N (our side; the peer trains on the CPU)")
+    ap.add_argument("--no-amp", action="store_true", help="CUDA: train in fp32 (train.py --no-amp)")
+    ap.add_argument("--half", action="store_true", help="CUDA: latency under fp16 autocast")
     ap.add_argument("--out", type=Path, default=None, help="also write the figures as JSON")
     opt = ap.parse_args(argv)
+    device = torch.device(opt.device)
     torch.set_num_threads(opt.threads)
 
     from utils.data.dataset import load_data_config
@@ -125,12 +142,14 @@ def main(argv: list[str] | None = None) -> dict:
     data = load_data_config(repo_path(opt.data))
     coco_root = Path(data["val"]["images"]).parent.parent
 
-    print(f"torch {torch.__version__}, {opt.threads} threads, {opt.cfg} on {opt.data}, imgsz {opt.imgsz}, "
-          f"batch {opt.batch}", flush=True)
-    ours = {"train_img_per_s": our_train_speed(opt.data, opt.cfg, opt.imgsz, opt.batch, opt.batches, opt.warmup,
-                                               opt.workers)}
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print(f"torch {torch.__version__}, {gpu}, {opt.threads} threads, {opt.cfg} on {opt.data}, imgsz {opt.imgsz}, "
+          f"batch {opt.batch}, amp {device.type == 'cuda' and not opt.no_amp}", flush=True)
+    ours = {"device": gpu, "amp": device.type == "cuda" and not opt.no_amp, "batch": opt.batch, "imgsz": opt.imgsz,
+            "train_img_per_s": our_train_speed(opt.data, opt.cfg, opt.imgsz, opt.batch, opt.batches, opt.warmup,
+                                               opt.workers, device, not opt.no_amp)}
     ours["latency_ms_median"] = our_latency(opt.cfg, len(data["names"]), latency_images(data, opt.latency_images),
-                                            opt.imgsz)
+                                            opt.imgsz, device, opt.half)
     rows = {"ours": ours}
     if Path(opt.peer_python).exists() and PEER.exists():
         rows["peer"] = peer_speed(opt.peer_python, coco_root, opt.imgsz, opt.batch, opt.threads, opt.peer_epochs,
