@@ -47,17 +47,20 @@ ROWS: dict[str, tuple[str, str, str, str, list[str]]] = {
     "dfl": ("anchor-free DetectDFL head + TAL", "yolov5n-dfl.yaml", "tal", "default", []),
     "dfl-so": ("DetectDFL + TAL + small-objects hyps", "yolov5n-dfl.yaml", "tal", "small-objects", ["tile=0"]),
     "dfl-tuned": ("DetectDFL + TAL + small-objects-dfl hyps (AdamW, no NWD, close_mosaic)", "yolov5n-dfl.yaml",
-                  "tal", "small-objects-dfl", ["tile=0"]),
+                  "tal", "small-objects-dfl", ["tile=0", "tal_stal=false"]),
     "p2-dfl-tuned": ("P2-P5 DetectDFL + TAL + small-objects-dfl hyps", "yolov5n-p2-dfl.yaml", "tal",
-                     "small-objects-dfl", ["tile=0"]),
+                     "small-objects-dfl", ["tile=0", "tal_stal=false"]),
     # assignment on the anchor-free head, each against dfl-tuned (the same model and hyps, TAL)
     "dfl-atss": ("DetectDFL + ATSS (instead of TAL) + small-objects-dfl hyps", "yolov5n-dfl.yaml", "atss",
                  "small-objects-dfl", ["tile=0"]),
     "dfl-atss-warm": ("DetectDFL + ATSS for 3 epochs, then TAL + small-objects-dfl hyps", "yolov5n-dfl.yaml",
-                      "tal", "small-objects-dfl", ["tile=0", "atss_warmup_epochs=3"]),
+                      "tal", "small-objects-dfl", ["tile=0", "atss_warmup_epochs=3", "tal_stal=false"]),
     "dfl-stal": ("DetectDFL + TAL with STAL (tiny boxes enlarged for candidates) + small-objects-dfl hyps",
                  "yolov5n-dfl.yaml", "tal", "small-objects-dfl", ["tile=0", "tal_stal=true"]),
+    "dfl-stal-fit": ("dfl-stal + DFL bins fitted to the box sizes (--dfl-bin auto)", "yolov5n-dfl.yaml", "tal",
+                     "small-objects-dfl", ["tile=0", "tal_stal=true"]),
 }
+ROW_OPTIONS: dict[str, dict] = {"dfl-stal-fit": {"dfl_bin": "auto"}}  # train.py options beyond the columns
 
 
 def mark(out: Path) -> str:
@@ -80,11 +83,12 @@ def run_row(name: str, opt: argparse.Namespace) -> dict:
     res = train.run(data=opt.data, cfg=cfg, assigner=assigner, hyp=hyp_arg, hyp_set=hyp_set or None,
                     epochs=opt.epochs, imgsz=opt.imgsz, batch_size=opt.batch, noval=True, noplots=True,
                     workers=opt.workers, project=opt.project, name=name, exist_ok=True, seed=opt.seed,
-                    recipe=opt.recipe, cache=opt.cache)
+                    recipe=opt.recipe, cache=opt.cache, **ROW_OPTIONS.get(name, {}))
     m = res["metrics"]
     data = load_data_config(repo_path(opt.data))
     info = Model(cfg, nc=len(data["names"])).info(opt.imgsz)
     row = {"row": name, "what": what, "cfg": cfg, "assigner": assigner, "hyp": hyp_path, "hyp_set": hyp_set,
+           **({"options": ROW_OPTIONS[name]} if name in ROW_OPTIONS else {}),
            **{k: round(float(m[k]), 4) for k in ("AP", "AP50", "APs", "AP_tiny")},
            "params_M": round(info["params"] / 1e6, 3), "gflops": round(info["gflops"], 2),
            "train_img_per_s": round(our_train_speed(opt.data, cfg, opt.imgsz, opt.batch, opt.speed_batches, 2,

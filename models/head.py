@@ -119,7 +119,7 @@ class DetectDFL(Detect):
 
     anchor_free = True
 
-    def __init__(self, nc: int, ch: list[int], reg_max: int = 16):
+    def __init__(self, nc: int, ch: list[int], reg_max: int = 16, bin_width: float = 1.0):
         nn.Module.__init__(self)
         if reg_max < 2:
             raise ValueError(f"DetectDFL: reg_max must be >= 2, got {reg_max}")
@@ -131,7 +131,10 @@ class DetectDFL(Detect):
         # unused by the loss; kept so checkpoints and tools that read Detect.anchors work
         self.register_buffer("anchors", torch.ones(self.nl, 1, 2))
         self.register_buffer("stride", torch.zeros(self.nl))
+        # bin k stands for a distance of k * bin_width grid cells: 1.0 spans 0..reg_max-1 cells (YOLOv8's),
+        # a narrower bin resolves small boxes finer over a shorter range (train.py --dfl-bin auto fits it)
         self.register_buffer("bins", torch.arange(self.reg_max, dtype=torch.float32), persistent=False)
+        self.set_bin_width(bin_width)
         c2 = max(16, ch[0] // 4, 4 * self.reg_max)  # box branch width (YOLOv8's rule)
         c3 = max(ch[0], min(nc, 100))                 # class branch width
         self.box = nn.ModuleList(nn.Sequential(Conv(c, c2, 3), Conv(c2, c2, 3),
@@ -140,8 +143,15 @@ class DetectDFL(Detect):
                                                nn.Conv2d(c3, nc, 1)) for c in ch)
         self._grids = {}
 
+    def set_bin_width(self, bin_width: float) -> None:
+        """Re-space the bins (train.py --dfl-bin, before training; the weights do not depend on it)."""
+        if not float(bin_width) > 0:
+            raise ValueError(f"DetectDFL: the bin width must be > 0 grid cells, got {bin_width}")
+        self.bin_width = float(bin_width)
+        self.bins = torch.arange(self.reg_max, dtype=torch.float32, device=self.bins.device) * self.bin_width
+
     def init_biases(self, image_size: int = 640, cls_prior: float | None = None) -> None:
-        """Box logits flat (mean distance ~reg_max/2 cells); class scores near ~5 objects per
+        """Box logits flat (mean distance ~reg_max/2 bins); class scores near ~5 objects per
         image spread over the classes, so the many empty cells start quiet."""
         for bx, cl, s in zip(self.box, self.cls, self.stride.tolist()):
             bx[-1].bias.data.fill_(1.0)
@@ -189,4 +199,5 @@ class DetectDFL(Detect):
     def from_yaml(cls, ch: list[int], args: list, n: int, width: float) -> tuple[nn.Module, int]:
         nc = args[0]
         reg_max = int(args[1]) if len(args) > 1 else 16
-        return cls(nc, ch, reg_max), 0
+        bin_width = float(args[2]) if len(args) > 2 else 1.0
+        return cls(nc, ch, reg_max, bin_width), 0

@@ -72,6 +72,12 @@ def test_flags_are_checked(tmp_path):
         resolve({"optimizer": "Adagrad"}, _data(tmp_path))
     with pytest.raises(TypeError, match="unknown options"):
         resolve({"epohcs": 3}, _data(tmp_path))
+    for bad in ("fit", "0", "-1", "5"):
+        with pytest.raises(ValueError, match=r"--dfl-bin: expected auto or a bin width in grid cells in \(0, 4\]"):
+            resolve({"dfl_bin": bad}, _data(tmp_path))
+    assert resolve({"dfl_bin": "0.5"}, _data(tmp_path)).dfl_bin == 0.5
+    assert resolve({"dfl_bin": "auto"}, _data(tmp_path)).dfl_bin == "auto"
+    assert resolve({}, _data(tmp_path)).dfl_bin is None
 
 
 def test_every_option_is_a_flag_with_its_one_default(capsys, monkeypatch):

@@ -14,7 +14,8 @@ import yaml
 
 from utils.data.coco import DatasetError
 from utils.data.config import load_data_config
-from utils.data.recipe import Sizes, decide, decide_from_sizes, image_slice, read_sizes, slice_arg
+from utils.data.recipe import (Sizes, decide, decide_from_sizes, fit_dfl_bin, image_slice, read_sizes,
+                               slice_arg)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -152,3 +153,23 @@ def test_auto_picks_the_hand_picked_settings_on_the_real_sets(name, imgsz, want)
         pytest.skip(f"{DATASETS / name} not found (the shared benchmark data sets; set SMALLDET_DATASETS)")
     r = decide(load_data_config(ROOT / "data" / f"{name}.yaml", root=str(DATASETS)), imgsz)
     assert (r.tile, r.slice, r.overlap, r.p2) == want, r.summary()
+
+
+def test_dfl_bins_reach_the_p99_box_edge_at_the_finest_stride_and_the_largest_at_the_coarsest():
+    edges = np.array([10.0] * 98 + [40.0, 80.0])  # in 320 px images: seen as they are at imgsz 320
+    s = Sizes("t.json", np.full(100, 320.0), edges, edges, np.full(100, 320.0))
+    p99 = float(np.percentile(edges, 99))  # 40.4 px
+    width, why = fit_dfl_bin(s, 320, 0.0, [8.0, 16.0, 32.0], 16, 0.0)
+    assert width == round(np.ceil(p99 / 8 / 15 / 0.05) * 0.05, 2) == 0.35 and "p99" in why[0]
+    # a scale jitter of 0.5 enlarges every box; tiling a 1280 px image keeps its boxes native
+    jittered = round(np.ceil(p99 * 1.5 / 8 / 15 / 0.05) * 0.05, 2)
+    assert fit_dfl_bin(s, 320, 0.0, [8.0, 16.0, 32.0], 16, 0.5)[0] == jittered
+    big = Sizes("t.json", np.full(100, 1280.0), edges, edges, np.full(100, 1280.0))
+    assert fit_dfl_bin(big, 320, 0.0, [8.0, 16.0, 32.0], 16, 0.0)[0] == 0.1  # resized 4x smaller: the floor step
+    assert fit_dfl_bin(big, 320, 1.0, [8.0, 16.0, 32.0], 16, 0.0)[0] == 0.35
+    # one huge box: the coarsest level must still reach it; never wider than one cell
+    huge = Sizes("t.json", np.full(3, 2000.0), np.array([10.0, 10.0, 1900.0]), np.array([10.0, 10.0, 1900.0]),
+                 np.full(3, 2000.0))
+    assert fit_dfl_bin(huge, 2000, 0.0, [8.0, 16.0, 32.0], 16, 0.0)[0] == 1.0
+    assert fit_dfl_bin(Sizes("t.json", np.full(1, 9.0), np.zeros(0), np.zeros(0), np.zeros(0)), 320, 0.0,
+                       [8.0], 16, 0.0)[0] == 1.0

@@ -285,7 +285,8 @@ def test_optimizer_comes_from_flag_then_hyp_file_then_sgd():
 
     dfl = load_hyp("configs/hyps/small-objects-dfl.yaml")
     assert resolve_optimizer(None, dfl, "h.yaml") == "AdamW" and dfl["lr0"] == 0.001
-    assert set(dfl) - {"optimizer"} == set(load_hyp("configs/hyps/small-objects.yaml"))  # no key drifts apart
+    # no key drifts apart; tal_stal is TAL's alone
+    assert set(dfl) - {"optimizer", "tal_stal"} == set(load_hyp("configs/hyps/small-objects.yaml"))
     assert resolve_optimizer("SGD", dfl, "h.yaml") == "SGD"  # the flag wins
     assert resolve_optimizer(None, load_hyp("configs/hyps/default.yaml"), "h.yaml") == "SGD"
     with pytest.raises(ValueError, match=r"h\.yaml: optimizer 'Adagrad'"):

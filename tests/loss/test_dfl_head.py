@@ -241,6 +241,21 @@ def test_head_decodes_distances_and_scores():
     torch.testing.assert_close(det_[0, 4], torch.tensor(0.8))  # obj * cls is the class score
 
 
+def test_bin_width_scales_the_decoded_distances_and_survives_a_rebuild():
+    m = _model().eval()
+    det, r = m.detect, m.detect.reg_max
+    raw = torch.full((1, 1, 1, 1, 4 * r + 3), -50.0)
+    for side, k in enumerate((2, 1, 3, 4)):  # bins 2, 1, 3, 4 of 0.25 cell at stride 8: 4, 2, 6, 8 px
+        raw[0, 0, 0, 0, side * r + k] = 50.0
+    det.set_bin_width(0.25)
+    out = det.decode([raw] + [torch.full((1, 1, 1, 1, 4 * r + 3), -50.0)] * 2)
+    torch.testing.assert_close(out[0, 0, :4], torch.tensor([4 + (6 - 4) / 2, 4 + (8 - 2) / 2, 10.0, 10.0]))
+    m.yaml["dfl_bin"] = 0.25  # what train.py --dfl-bin writes; checkpoints rebuild from this YAML
+    assert Model(m.yaml).detect.bin_width == 0.25 and Model("yolov5n-dfl.yaml").detect.bin_width == 1.0
+    with pytest.raises(ValueError, match="bin width must be > 0"):
+        det.set_bin_width(0)
+
+
 def test_model_builds_fuses_and_picks_tal():
     m = _model()
     assert m.yaml["assigner"] == "tal" and m.stride.tolist() == [8.0, 16.0, 32.0]
@@ -264,9 +279,10 @@ def test_dfl_loss_needs_an_anchor_free_assigner_and_head():
         DFLLoss(Model("yolov5n.yaml", nc=3), FULL)
 
 
-@pytest.mark.parametrize("name", ["tal", "atss"])
-def test_dfl_loss_total_against_slow_reference(name):
+@pytest.mark.parametrize("name, bin_width", [("tal", 1.0), ("atss", 1.0), ("tal", 0.4)])
+def test_dfl_loss_total_against_slow_reference(name, bin_width):
     m = _model().double().train()
+    m.detect.set_bin_width(bin_width)  # --dfl-bin: bin k is k * bin_width grid cells
     x = torch.rand(2, 3, 64, 64, dtype=torch.float64)
     targets = torch.tensor([[0, 0, 20, 20, 4, 5], [1, 2, 40, 30, 30, 20], [1, 1, 10, 50, 12, 8]],
                            dtype=torch.float64)
@@ -290,7 +306,7 @@ def test_dfl_loss_total_against_slow_reference(name):
                 sts.append(s)
     raw = torch.stack(cells, 1)
     pts, sts = torch.tensor(pts, dtype=torch.float64), torch.tensor(sts, dtype=torch.float64)
-    bins = torch.arange(r, dtype=torch.float64)
+    bins = torch.arange(r, dtype=torch.float64) * bin_width
     dist = (raw[..., :4 * r].reshape(2, -1, 4, r).softmax(-1) * bins).sum(-1) * sts[:, None]
     pbox = torch.cat((pts - dist[..., :2], pts + dist[..., 2:]), -1)
     gt = torch.zeros(2, 2, 4, dtype=torch.float64)
@@ -324,7 +340,7 @@ def test_dfl_loss_total_against_slow_reference(name):
         ltrb = [px - float(tb[0]), py - float(tb[1]), float(tb[2]) - px, float(tb[3]) - py]
         side_loss = 0.0
         for s_i, d in enumerate(ltrb):
-            y = min(max(d / float(sts[a]), 0.0), r - 1.01)
+            y = min(max(d / (float(sts[a]) * bin_width), 0.0), r - 1.01)
             lo = math.floor(y)
             lp = raw[bi, a, s_i * r:(s_i + 1) * r].log_softmax(0)
             side_loss += (lo + 1 - y) * -float(lp[lo]) + (y - lo) * -float(lp[lo + 1])
@@ -372,6 +388,21 @@ def test_train_dfl_head_end_to_end(tiny_coco, tmp_path, monkeypatch):
     m = val.run(data=str(tiny_coco), weights=str(run_dir / "weights" / "best.pt"), imgsz=64,
                 project=str(tmp_path), name="v", plots=False)
     assert set(m) >= {"AP", "AP50", "fitness"} and all(math.isfinite(m[k]) for k in ("AP", "AP50"))
+
+
+def test_dfl_bin_flag_fits_the_bins_and_the_checkpoint_keeps_them(tiny_coco, tmp_path):
+    import train
+    from utils.engine.checkpoint import model_from_checkpoint, read_checkpoint
+
+    res = train.run(data=str(tiny_coco), cfg="yolov5n-dfl.yaml", imgsz=64, batch_size=4, workers=0, epochs=1,
+                    project=str(tmp_path), name="fit", noplots=True, dfl_bin="auto", hyp_set=["nbs=4"])
+    ck = read_checkpoint(Path(res["save_dir"]) / "weights" / "last.pt")
+    width = model_from_checkpoint(ck, "model", "last.pt").detect.bin_width
+    assert 0 < width <= 1.0 and width == ck["model_yaml"]["dfl_bin"]
+    with pytest.raises(ValueError, match="--dfl-bin: yolov5n.yaml has an anchor head"):
+        train.run(data=str(tiny_coco), cfg="yolov5n.yaml", imgsz=64, epochs=1, project=str(tmp_path),
+                  name="anchor", noplots=True, dfl_bin="0.5")
+    assert not (tmp_path / "anchor").exists()
 
 
 def test_p2_dfl_variant_has_a_stride_4_level():

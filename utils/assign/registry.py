@@ -8,7 +8,7 @@ from utils.assign.base import HEADS, Assigner
 
 ASSIGNERS: dict[str, type[Assigner]] = {}
 # what a head learns with when neither the model YAML, the hyp nor the caller names an assigner
-DEFAULT_FOR_HEAD = {"anchor": "iou", "anchor-free": "tal"}
+DEFAULT_FOR_HEAD = {"anchor": "atss", "anchor-free": "tal"}
 
 
 def register_assigner(name: str) -> Callable[[type[Assigner]], type[Assigner]]:

@@ -13,6 +13,12 @@ split's COCO json (image and box sizes only: no image is decoded) and, for an im
   longer box edge / slice, rounded up to a tenth (readable, stable under small data changes), in [0.1, 0.5].
 - a P2 (stride-4) head advised when at least P2_SHARE of the boxes, at the scale the model will see them
   after the decision above, are tiny.
+
+fit_dfl_bin() (train.py --dfl-bin auto) sizes the DFL bins of a DetectDFL head to the same seen box sizes:
+a positive cell lies inside its box, so no edge is further from it than the box's longer edge. The bins
+must reach that far for the boxes of the finest level (DFL_COVER of them, at the largest scale jitter) and
+for the largest box at the coarsest level; the width is that reach / (reg_max - 1), rounded up to
+DFL_STEP and at most 1 cell (YOLOv8's). Small objects then get bins finer than one grid cell.
 """
 from __future__ import annotations
 
@@ -32,6 +38,7 @@ MOST = 0.5        # tile when more than this share of the boxes would be tiny af
 P2_SHARE = 0.25   # advise a stride-4 level when this share of the boxes the model sees is tiny
 OVERLAP_MIN, OVERLAP_MAX, OVERLAP_STEP = 0.1, 0.5, 0.1
 EDGES = (8, 16, 32)  # the shares printed: boxes under 8 / 16 / 32 px
+DFL_COVER, DFL_STEP = 99, 0.05  # percentile of box edges the finest level must reach; bin width step
 P2_CFG = "yolov5n-p2-dfl.yaml"  # the P2-P5 model that won the head-to-head (README, Small objects)
 
 
@@ -182,6 +189,31 @@ def decide_from_sizes(s: Sizes, imgsz: int) -> Recipe:
         reasons.append(f"no P2 head needed: the model sees {seen_tiny:.0%} of the boxes under {TINY} px ({where}; "
                        f"under {'/'.join(map(str, EDGES))} px: {_shares(seen)}) < {P2_SHARE:.0%}")
     return Recipe(imgsz, 1.0 if tile else 0.0, slice_, overlap, p2, reasons)
+
+
+def seen_extent(s: Sizes, imgsz: int, tile: float) -> np.ndarray:
+    """Longer box edges in px as the model sees them: resized with their image to imgsz, or native in the
+    crops when tiling (tile > 0) cuts images larger than imgsz."""
+    resized = s.extent * imgsz / s.box_long
+    return np.where(s.box_long > imgsz, s.extent, resized) if tile > 0 else resized
+
+
+def fit_dfl_bin(s: Sizes, imgsz: int, tile: float, strides: list[float], reg_max: int,
+                scale: float) -> tuple[float, list[str]]:
+    """DFL bin width in grid cells for these boxes (module docstring), and why."""
+    if not len(s.extent):
+        return 1.0, [f"{s.json_path}: no boxes to fit the DFL bins to; bin width 1.0 cell"]
+    seen = seen_extent(s, imgsz, tile) * (1 + scale)  # the largest scale jitter enlarges every box
+    lo, hi = min(strides), max(strides)
+    fine, coarse = float(np.percentile(seen, DFL_COVER)) / lo, float(seen.max()) / hi
+    reach = max(fine, coarse)
+    width = min(math.ceil(round(reach / (reg_max - 1) / DFL_STEP, 6)) * DFL_STEP, 1.0)
+    width = round(max(width, DFL_STEP), 2)
+    why = [f"{s.json_path}: {len(seen)} boxes; longer edge as seen at imgsz {imgsz} (tile {tile}) x {1 + scale:.2f} "
+           f"scale jitter: p{DFL_COVER} {np.percentile(seen, DFL_COVER):.1f} px, max {seen.max():.1f} px",
+           f"reach {reach:.2f} cells (p{DFL_COVER} / stride {lo:g} = {fine:.2f}, max / stride {hi:g} = {coarse:.2f})"
+           f" over {reg_max - 1} bin steps -> bin width {width} cell" + (" (capped at 1)" if width == 1.0 else "")]
+    return width, why
 
 
 def image_slice(hw: tuple[int, int], imgsz: int) -> int:

@@ -41,6 +41,28 @@ def build_model(opt: TrainConfig | argparse.Namespace, nc: int, names: list[str]
     return model
 
 
+def set_dfl_bin(model: Model, opt: TrainConfig, data: dict, hyp: dict) -> float:
+    """--dfl-bin: a number, or auto fitted to the train split's box sizes (utils/data/recipe.fit_dfl_bin)."""
+    det = model.detect
+    if not getattr(det, "anchor_free", False):
+        raise ValueError(f"--dfl-bin: {opt.cfg} has an anchor head; DFL bins belong to DetectDFL (-dfl configs)")
+    if "dfl_bin" not in model.yaml["head"][-1][3]:
+        raise ValueError(f"--dfl-bin: the DetectDFL args of {opt.cfg} must name dfl_bin (e.g. [nc, 16, dfl_bin]) so "
+                         f"that its checkpoints rebuild the same bins")
+    if opt.dfl_bin == "auto":
+        from utils.data.recipe import fit_dfl_bin, read_sizes
+        width, why = fit_dfl_bin(read_sizes(data["train"]["json"], data["train"].get("images")), opt.imgsz,
+                                 float(hyp.get("tile", 0.0)), model.stride.tolist(), det.reg_max,
+                                 float(hyp.get("scale", 0.0)))
+        for line in why:
+            LOG.info(f"--dfl-bin auto: {line}")
+    else:
+        width = float(opt.dfl_bin)
+    det.set_bin_width(width)
+    model.yaml["dfl_bin"] = width  # the checkpoint's YAML rebuilds these bins
+    return width
+
+
 def build_run(opt: TrainConfig, data: dict, device: torch.device, rank: int, world: int,
               ckpt: dict | None) -> tuple[Any, Callable[[], dict]]:
     """A resolved TrainConfig (utils/config.py) and its loaded data YAML -> (Trainer, finish)."""
@@ -56,7 +78,10 @@ def build_run(opt: TrainConfig, data: dict, device: torch.device, rank: int, wor
     names = ["object"] if opt.single_cls else data["names"]
     nc = len(names)
     # NHWC weights: oneDNN convolutions train ~20% faster on CPU, and tensor cores want it on GPU
-    model = build_model(opt, nc, names, data["cat_ids"]).to(device, memory_format=torch.channels_last)
+    model = build_model(opt, nc, names, data["cat_ids"])
+    if opt.dfl_bin is not None:
+        set_dfl_bin(model, opt, data, hyp)
+    model = model.to(device, memory_format=torch.channels_last)
     gs = max(int(model.stride.max()), 32)
     per_proc_batch = max(opt.batch_size // max(world, 1), 1)
     train_loader, train_set = create_dataloader(
