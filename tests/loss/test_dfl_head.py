@@ -403,6 +403,12 @@ def test_dfl_bin_flag_fits_the_bins_and_the_checkpoint_keeps_them(tiny_coco, tmp
         train.run(data=str(tiny_coco), cfg="yolov5n.yaml", imgsz=64, epochs=1, project=str(tmp_path),
                   name="anchor", noplots=True, dfl_bin="0.5")
     assert not (tmp_path / "anchor").exists()
+    from models.config import load_model_config
+    from utils.engine.build import set_dfl_bin
+    cfg = load_model_config("yolov5n-dfl.yaml")
+    cfg["head"][-1][3] = ["nc", 16]  # a YAML whose head never reads dfl_bin: its checkpoints would decode 1-cell bins
+    with pytest.raises(ValueError, match="must name dfl_bin"):
+        set_dfl_bin(Model(cfg, nc=2), SimpleNamespace(cfg="mine.yaml", dfl_bin="0.5"), {}, {})
 
 
 def test_p2_dfl_variant_has_a_stride_4_level():

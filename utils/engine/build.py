@@ -52,8 +52,8 @@ def set_dfl_bin(model: Model, opt: TrainConfig, data: dict, hyp: dict) -> float:
     if opt.dfl_bin == "auto":
         from utils.data.recipe import fit_dfl_bin, read_sizes
         width, why = fit_dfl_bin(read_sizes(data["train"]["json"], data["train"].get("images")), opt.imgsz,
-                                 float(hyp.get("tile", 0.0)), model.stride.tolist(), det.reg_max,
-                                 float(hyp.get("scale", 0.0)))
+                                 float(hyp["tile"]), model.stride.tolist(), det.reg_max,
+                                 float(hyp["scale"]))
         for line in why:
             LOG.info(f"--dfl-bin auto: {line}")
     else:
