@@ -129,12 +129,16 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--peer-python", default="/tmp/peer-venv/bin/python")
     ap.add_argument("--peer-epochs", type=int, default=2)
     ap.add_argument("--peer-images", type=int, default=96, help="train images per peer epoch")
-    ap.add_argument("--device", default="cpu", help="cpu or cuda:N (our side; the peer trains on the CPU)")
+    ap.add_argument("--device", default="cpu", help="cpu, or a GPU as train.py takes it (0, cuda:0); the peer runs "
+                                                  "only beside a CPU run")
     ap.add_argument("--no-amp", action="store_true", help="CUDA: train in fp32 (train.py --no-amp)")
     ap.add_argument("--half", action="store_true", help="CUDA: latency under fp16 autocast")
     ap.add_argument("--out", type=Path, default=None, help="also write the figures as JSON")
     opt = ap.parse_args(argv)
-    device = torch.device(opt.device)
+    from utils.torch_utils import select_device
+    device = select_device(opt.device)
+    if opt.half and device.type != "cuda":
+        ap.error("--half: fp16 autocast runs on CUDA only")
     torch.set_num_threads(opt.threads)
 
     from utils.data.dataset import load_data_config
@@ -145,13 +149,16 @@ def main(argv: list[str] | None = None) -> dict:
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"torch {torch.__version__}, {gpu}, {opt.threads} threads, {opt.cfg} on {opt.data}, imgsz {opt.imgsz}, "
           f"batch {opt.batch}, amp {device.type == 'cuda' and not opt.no_amp}", flush=True)
-    ours = {"device": gpu, "amp": device.type == "cuda" and not opt.no_amp, "batch": opt.batch, "imgsz": opt.imgsz,
+    ours = {"device": gpu, "amp": device.type == "cuda" and not opt.no_amp, "half_latency": opt.half,
+            "batch": opt.batch, "imgsz": opt.imgsz,
             "train_img_per_s": our_train_speed(opt.data, opt.cfg, opt.imgsz, opt.batch, opt.batches, opt.warmup,
                                                opt.workers, device, not opt.no_amp)}
     ours["latency_ms_median"] = our_latency(opt.cfg, len(data["names"]), latency_images(data, opt.latency_images),
                                             opt.imgsz, device, opt.half)
     rows = {"ours": ours}
-    if Path(opt.peer_python).exists() and PEER.exists():
+    if device.type != "cpu":
+        print("(the peer's figures come from CPU runs: no ratio against a GPU run)")
+    elif Path(opt.peer_python).exists() and PEER.exists():
         rows["peer"] = peer_speed(opt.peer_python, coco_root, opt.imgsz, opt.batch, opt.threads, opt.peer_epochs,
                                   opt.peer_images, opt.latency_images)
     else:

@@ -13,6 +13,20 @@ from models.registry import register
 _BASE_ANCHORS = ((1.25, 1.625), (2.0, 3.75), (4.125, 2.875))
 
 
+BIN_WIDTH, BIN_WIDTH_MAX = 1.0, 4.0  # DetectDFL: grid cells per DFL bin (YOLOv8's), and the most allowed
+
+
+def check_bin_width(value: object, where: str) -> float:
+    """A DFL bin width in grid cells, in (0, BIN_WIDTH_MAX], or a ValueError naming where it came from."""
+    try:
+        width = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        width = math.nan
+    if not 0 < width <= BIN_WIDTH_MAX:
+        raise ValueError(f"{where}: expected a DFL bin width in grid cells in (0, {BIN_WIDTH_MAX:g}], got {value!r}")
+    return width
+
+
 def default_anchors(strides: list[int], na: int = 3) -> list[list[float]]:
     """Anchor sizes in pixels per level, proportional to the stride."""
     base = [_BASE_ANCHORS[i % 3] for i in range(na)]
@@ -114,12 +128,12 @@ class DetectDFL(Detect):
     (B, N, 5 + nc) layout as Detect, so NMS, val and detect need no changes: column 4 holds
     the best class score and the class columns are divided by it, so obj * cls is exactly
     the class score and NMS's objectness pre-filter still drops the empty cells.
-    YAML args: [nc, reg_max=16].
+    YAML args: [nc, reg_max=16, bin width=1.0 grid cells] (the yolov5*-dfl configs: [nc, 16, dfl_bin]).
     """
 
     anchor_free = True
 
-    def __init__(self, nc: int, ch: list[int], reg_max: int = 16, bin_width: float = 1.0):
+    def __init__(self, nc: int, ch: list[int], reg_max: int = 16, bin_width: float = BIN_WIDTH):
         nn.Module.__init__(self)
         if reg_max < 2:
             raise ValueError(f"DetectDFL: reg_max must be >= 2, got {reg_max}")
@@ -144,10 +158,9 @@ class DetectDFL(Detect):
         self._grids = {}
 
     def set_bin_width(self, bin_width: float) -> None:
-        """Re-space the bins (train.py --dfl-bin, before training; the weights do not depend on it)."""
-        if not float(bin_width) > 0:
-            raise ValueError(f"DetectDFL: the bin width must be > 0 grid cells, got {bin_width}")
-        self.bin_width = float(bin_width)
+        """Re-space the bins (train.py --dfl-bin, before training: weights learned with one width decode
+        wrongly with another, so a checkpoint's YAML keeps it)."""
+        self.bin_width = check_bin_width(bin_width, "DetectDFL")
         self.bins = torch.arange(self.reg_max, dtype=torch.float32, device=self.bins.device) * self.bin_width
 
     def init_biases(self, image_size: int = 640, cls_prior: float | None = None) -> None:
@@ -199,5 +212,5 @@ class DetectDFL(Detect):
     def from_yaml(cls, ch: list[int], args: list, n: int, width: float) -> tuple[nn.Module, int]:
         nc = args[0]
         reg_max = int(args[1]) if len(args) > 1 else 16
-        bin_width = float(args[2]) if len(args) > 2 else 1.0
+        bin_width = args[2] if len(args) > 2 else BIN_WIDTH
         return cls(nc, ch, reg_max, bin_width), 0

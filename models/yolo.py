@@ -20,7 +20,7 @@ import models.neck  # noqa: F401
 import models.stems  # noqa: F401
 from models.blocks import Conv
 from models.config import ModelConfigError, load_model_config, where
-from models.head import Detect, default_anchors
+from models.head import BIN_WIDTH, Detect, default_anchors
 from models.registry import REGISTRY
 from utils.assign.registry import DEFAULT_FOR_HEAD
 
@@ -28,7 +28,7 @@ from utils.assign.registry import DEFAULT_FOR_HEAD
 def parse_model(cfg: dict[str, Any], ch: int) -> tuple[nn.Sequential, list[int], list[dict]]:
     """Build the layer list. Returns (layers, indices whose outputs must be kept, table)."""
     gd, gw = cfg["depth_multiple"], cfg["width_multiple"]
-    names = {"nc": cfg["nc"], "anchors": cfg.get("anchors", 3), "dfl_bin": cfg.get("dfl_bin", 1.0)}
+    names = {"nc": cfg["nc"], "anchors": cfg.get("anchors", 3), "dfl_bin": cfg.get("dfl_bin", BIN_WIDTH)}
     chs: list[int] = [ch]  # chs[i + 1] is the output width of layer i
     layers, save, table = [], set(), []
     entries = [("backbone", i, e) for i, e in enumerate(cfg["backbone"])] + \

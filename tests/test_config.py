@@ -73,7 +73,7 @@ def test_flags_are_checked(tmp_path):
     with pytest.raises(TypeError, match="unknown options"):
         resolve({"epohcs": 3}, _data(tmp_path))
     for bad in ("fit", "0", "-1", "5"):
-        with pytest.raises(ValueError, match=r"--dfl-bin: expected auto or a bin width in grid cells in \(0, 4\]"):
+        with pytest.raises(ValueError, match=r"--dfl-bin \(or auto\): expected a DFL bin width .* in \(0, 4\]"):
             resolve({"dfl_bin": bad}, _data(tmp_path))
     assert resolve({"dfl_bin": "0.5"}, _data(tmp_path)).dfl_bin == 0.5
     assert resolve({"dfl_bin": "auto"}, _data(tmp_path)).dfl_bin == "auto"

@@ -72,10 +72,12 @@ class TrainConfig:
     seed: int = _opt(0)
     save_period: int = _opt(-1, "also save weights every N epochs")
     sync_bn: bool = _opt(False, "SyncBatchNorm under DDP")
-    assigner: str | None = _opt(None, "override the hyp's and the model YAML's assigner (iou: anchor head; "
-                                      "tal: anchor-free DetectDFL head; atss: both)", choices=ASSIGNERS)
-    dfl_bin: Any = _opt(None, "DetectDFL heads: grid cells per DFL bin, a number or auto (fitted to the train "
-                              "split's box sizes, utils/data/recipe.py); default the model YAML's dfl_bin")
+    assigner: str | None = _opt(None, "override the hyp's and the model YAML's assigner (atss: either head, the "
+                                      "anchor configs' default; iou: anchor head, YOLOv5's rule; tal: DetectDFL, "
+                                      "its default)", choices=ASSIGNERS)
+    dfl_bin: float | str | None = _opt(None, "DetectDFL heads: grid cells per DFL bin, a number or auto (fitted "
+                                             "to the train split's box sizes, utils/data/recipe.py); default "
+                                             "the model YAML's dfl_bin")
     noautoanchor: bool = _opt(False, "keep the config's anchors")
     noplots: bool = _opt(False)
     no_amp: bool = _opt(False, "disable mixed precision on CUDA")
@@ -238,12 +240,8 @@ def _check_run_value(name: str, value: Any, source: str) -> Any:
     if choices and value is not None and value not in choices:
         raise ValueError(f"{source}: {value!r} is not one of {', '.join(choices)}")
     if name == "dfl_bin" and value is not None and value != "auto":
-        try:
-            value = float(value)
-        except (TypeError, ValueError):
-            value = None
-        if value is None or not 0 < value <= 4:
-            raise ValueError(f"{source}: expected auto or a bin width in grid cells in (0, 4]")
+        from models.head import check_bin_width
+        value = check_bin_width(value, f"{source} (or auto)")
     if name in FRACTIONS:
         lo, hi = FRACTIONS[name]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:

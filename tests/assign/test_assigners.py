@@ -1,5 +1,6 @@
 """Assigners against slow per-box reference implementations and hand-worked cases."""
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -356,3 +357,20 @@ def test_uniform_pow_does_not_depend_on_the_call():
     assert torch.equal(whole, torch.cat([uniform_pow(x[i:i + 1], 6.0) for i in range(1000)]))
     for i, n in ((0, 31), (5, 33), (100, 64), (900, 100)):
         assert torch.equal(uniform_pow(x[i:i + n], 6.0), whole[i:i + n])
+
+
+def test_anchor_configs_default_to_atss_and_the_dfl_configs_to_tal():
+    """The default each head trains with (README, "Which assigner"): every shipped YAML names it, and a YAML
+    that names none gets the registry's."""
+    from models.config import load_model_config
+    from models.yolo import Model
+    from utils.assign import DEFAULT_FOR_HEAD
+
+    assert DEFAULT_FOR_HEAD == {"anchor": "atss", "anchor-free": "tal"}
+    for f in sorted((Path(__file__).resolve().parents[2] / "configs" / "models").glob("*.yaml")):
+        cfg = load_model_config(f)
+        head = "anchor-free" if cfg["head"][-1][2] == "DetectDFL" else "anchor"
+        assert cfg["assigner"] == DEFAULT_FOR_HEAD[head], f
+    cfg = load_model_config("yolov5n.yaml")
+    del cfg["assigner"]
+    assert Model(cfg).yaml["assigner"] == "atss"

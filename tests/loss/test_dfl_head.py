@@ -252,7 +252,7 @@ def test_bin_width_scales_the_decoded_distances_and_survives_a_rebuild():
     torch.testing.assert_close(out[0, 0, :4], torch.tensor([4 + (6 - 4) / 2, 4 + (8 - 2) / 2, 10.0, 10.0]))
     m.yaml["dfl_bin"] = 0.25  # what train.py --dfl-bin writes; checkpoints rebuild from this YAML
     assert Model(m.yaml).detect.bin_width == 0.25 and Model("yolov5n-dfl.yaml").detect.bin_width == 1.0
-    with pytest.raises(ValueError, match="bin width must be > 0"):
+    with pytest.raises(ValueError, match=r"DetectDFL: expected a DFL bin width in grid cells in \(0, 4\], got 0"):
         det.set_bin_width(0)
 
 
@@ -392,13 +392,17 @@ def test_train_dfl_head_end_to_end(tiny_coco, tmp_path, monkeypatch):
 
 def test_dfl_bin_flag_fits_the_bins_and_the_checkpoint_keeps_them(tiny_coco, tmp_path):
     import train
+    from utils.data.config import load_data_config
+    from utils.data.recipe import fit_dfl_bin, read_sizes
     from utils.engine.checkpoint import model_from_checkpoint, read_checkpoint
 
     res = train.run(data=str(tiny_coco), cfg="yolov5n-dfl.yaml", imgsz=64, batch_size=4, workers=0, epochs=1,
                     project=str(tmp_path), name="fit", noplots=True, dfl_bin="auto", hyp_set=["nbs=4"])
     ck = read_checkpoint(Path(res["save_dir"]) / "weights" / "last.pt")
     width = model_from_checkpoint(ck, "model", "last.pt").detect.bin_width
-    assert 0 < width <= 1.0 and width == ck["model_yaml"]["dfl_bin"]
+    split = load_data_config(tiny_coco)["train"]  # the fit by hand: imgsz 64, no tiles, default.yaml's scale
+    want, _ = fit_dfl_bin(read_sizes(split["json"], split["images"]), 64, 0.0, [8, 16, 32], 16, FULL["scale"])
+    assert width == ck["model_yaml"]["dfl_bin"] == want != 1.0
     with pytest.raises(ValueError, match="--dfl-bin: yolov5n.yaml has an anchor head"):
         train.run(data=str(tiny_coco), cfg="yolov5n.yaml", imgsz=64, epochs=1, project=str(tmp_path),
                   name="anchor", noplots=True, dfl_bin="0.5")
@@ -407,8 +411,18 @@ def test_dfl_bin_flag_fits_the_bins_and_the_checkpoint_keeps_them(tiny_coco, tmp
     from utils.engine.build import set_dfl_bin
     cfg = load_model_config("yolov5n-dfl.yaml")
     cfg["head"][-1][3] = ["nc", 16]  # a YAML whose head never reads dfl_bin: its checkpoints would decode 1-cell bins
-    with pytest.raises(ValueError, match="must name dfl_bin"):
-        set_dfl_bin(Model(cfg, nc=2), SimpleNamespace(cfg="mine.yaml", dfl_bin="0.5"), {}, {})
+    with pytest.raises(ValueError, match="--dfl-bin 0.5: bin width 0.5, but the DetectDFL args of mine.yaml do not "
+                                         "name dfl_bin"):
+        set_dfl_bin(Model(cfg, nc=2), SimpleNamespace(cfg="mine.yaml", dfl_bin="0.5", weights=""), {}, {})
+    # fine-tuning: the bins the weights learned come along unless --dfl-bin says otherwise; a resume keeps its own
+    tuned = train.run(data=str(tiny_coco), cfg="yolov5n-dfl.yaml", weights=str(Path(res["save_dir"]) / "weights" /
+                      "last.pt"), imgsz=64, batch_size=4, workers=0, epochs=1, project=str(tmp_path), name="tune",
+                      noplots=True, hyp_set=["nbs=4"])
+    assert read_checkpoint(Path(tuned["save_dir"]) / "weights" / "last.pt")["model_yaml"]["dfl_bin"] == want
+    m = Model("yolov5n-dfl.yaml", nc=2)
+    set_dfl_bin(m, SimpleNamespace(cfg="yolov5n-dfl.yaml", dfl_bin="auto", weights=""), {}, {},
+                ckpt={"model_yaml": {"dfl_bin": 0.35}})
+    assert m.detect.bin_width == m.yaml["dfl_bin"] == 0.35
 
 
 def test_p2_dfl_variant_has_a_stride_4_level():

@@ -1,8 +1,9 @@
 """Label assignment: which prediction positions learn which ground-truth box.
 
 One interface (base.Assigner), one result (result.Assignment), one grid (grid.CellGrid), and a
-registry (registry.build_assigner) holding every assigner: iou for the anchor head, tal for the
-anchor-free head, atss for both. Importing this package registers them all.
+registry (registry.build_assigner) holding every assigner: atss for both heads (the anchor head's
+default), iou (YOLOv5's rule) for the anchor head, tal for the anchor-free head (its default).
+Importing this package registers them all.
 """
 from utils.assign.base import HEADS, Assigner
 from utils.assign.grid import CellGrid, LevelLayout, cell_indices, make_grid

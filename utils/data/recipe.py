@@ -17,7 +17,8 @@ split's COCO json (image and box sizes only: no image is decoded) and, for an im
 fit_dfl_bin() (train.py --dfl-bin auto) sizes the DFL bins of a DetectDFL head to the same seen box sizes:
 a positive cell lies inside its box, so no edge is further from it than the box's longer edge. The bins
 must reach that far for the boxes of the finest level (DFL_COVER of them, at the largest scale jitter) and
-for the largest box at the coarsest level; the width is that reach / (reg_max - 1), rounded up to
+for the largest box at the coarsest level, and at least DFL_MIN_REACH cells (TAL's STAL and centre cells
+can sit up to a stride outside a tiny box); the width is that reach / (reg_max - 1), rounded up to
 DFL_STEP and at most 1 cell (YOLOv8's). Small objects then get bins finer than one grid cell.
 """
 from __future__ import annotations
@@ -39,6 +40,7 @@ P2_SHARE = 0.25   # advise a stride-4 level when this share of the boxes the mod
 OVERLAP_MIN, OVERLAP_MAX, OVERLAP_STEP = 0.1, 0.5, 0.1
 EDGES = (8, 16, 32)  # the shares printed: boxes under 8 / 16 / 32 px
 DFL_COVER, DFL_STEP = 99, 0.05  # percentile of box edges the finest level must reach; bin width step
+DFL_MIN_REACH = 2.0  # cells: a tiny box widened by STAL to twice the finest stride
 P2_CFG = "yolov5n-p2-dfl.yaml"  # the P2-P5 model that won the head-to-head (README, Small objects)
 
 
@@ -206,12 +208,12 @@ def fit_dfl_bin(s: Sizes, imgsz: int, tile: float, strides: list[float], reg_max
     seen = seen_extent(s, imgsz, tile) * (1 + scale)  # the largest scale jitter enlarges every box
     lo, hi = min(strides), max(strides)
     fine, coarse = float(np.percentile(seen, DFL_COVER)) / lo, float(seen.max()) / hi
-    reach = max(fine, coarse)
-    width = min(math.ceil(round(reach / (reg_max - 1) / DFL_STEP, 6)) * DFL_STEP, 1.0)
-    width = round(max(width, DFL_STEP), 2)
+    reach = max(fine, coarse, DFL_MIN_REACH)
+    width = round(min(math.ceil(round(reach / (reg_max - 1) / DFL_STEP, 6)) * DFL_STEP, 1.0), 2)
     why = [f"{s.json_path}: {len(seen)} boxes; longer edge as seen at imgsz {imgsz} (tile {tile}) x {1 + scale:.2f} "
            f"scale jitter: p{DFL_COVER} {np.percentile(seen, DFL_COVER):.1f} px, max {seen.max():.1f} px",
-           f"reach {reach:.2f} cells (p{DFL_COVER} / stride {lo:g} = {fine:.2f}, max / stride {hi:g} = {coarse:.2f})"
+           f"reach {reach:.2f} cells (p{DFL_COVER} / stride {lo:g} = {fine:.2f}, max / stride {hi:g} = {coarse:.2f}, "
+           f"at least {DFL_MIN_REACH:g})"
            f" over {reg_max - 1} bin steps -> bin width {width} cell" + (" (capped at 1)" if width == 1.0 else "")]
     return width, why
 

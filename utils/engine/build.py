@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 import yaml
 
+from models.head import BIN_WIDTH
 from models.yolo import Model
 from utils.engine.checkpoint import model_from_checkpoint, read_checkpoint
 from utils.config import TrainConfig, repo_path
@@ -27,6 +28,8 @@ def build_model(opt: TrainConfig | argparse.Namespace, nc: int, names: list[str]
         fit = {k: v for k, v in src.state_dict().items() if k in mine and v.shape == mine[k].shape}
         model.load_state_dict(fit, strict=False)
         LOG.info(f"Transferred {len(fit)}/{len(mine)} tensors from {opt.weights}")
+        if model.detect.anchor_free and src.detect.anchor_free:  # its box bins learned that width
+            apply_bin_width(model, src.detect.bin_width, f"--weights {opt.weights}", opt.cfg)
     else:
         model = Model(repo_path(opt.cfg), nc=nc)
     if opt.assigner:  # resolved once (config.resolve): the flag, else the hyp's, else the model YAML's
@@ -41,26 +44,44 @@ def build_model(opt: TrainConfig | argparse.Namespace, nc: int, names: list[str]
     return model
 
 
-def set_dfl_bin(model: Model, opt: TrainConfig, data: dict, hyp: dict) -> float:
-    """--dfl-bin: a number, or auto fitted to the train split's box sizes (utils/data/recipe.fit_dfl_bin)."""
+def apply_bin_width(model: Model, width: float, source: str, cfg: str) -> None:
+    """Give the DetectDFL head this DFL bin width and write it into the model YAML that checkpoints keep."""
+    det = model.detect
+    if width == det.bin_width:
+        return
+    if "dfl_bin" not in model.yaml["head"][-1][3]:
+        raise ValueError(f"{source}: bin width {width:g}, but the DetectDFL args of {cfg} do not name dfl_bin "
+                         f"(e.g. [nc, 16, dfl_bin]), so its checkpoints would decode with {det.bin_width:g}")
+    det.set_bin_width(width)
+    model.yaml["dfl_bin"] = det.bin_width
+
+
+def set_dfl_bin(model: Model, opt: TrainConfig | argparse.Namespace, data: dict, hyp: dict,
+                ckpt: dict | None = None) -> None:
+    """The DFL bin width: a resumed run keeps its own; else --dfl-bin (a number, or auto fitted to the train
+    split's box sizes, utils/data/recipe.fit_dfl_bin); else that of --weights or the model YAML."""
     det = model.detect
     if not getattr(det, "anchor_free", False):
-        raise ValueError(f"--dfl-bin: {opt.cfg} has an anchor head; DFL bins belong to DetectDFL (-dfl configs)")
-    if "dfl_bin" not in model.yaml["head"][-1][3]:
-        raise ValueError(f"--dfl-bin: the DetectDFL args of {opt.cfg} must name dfl_bin (e.g. [nc, 16, dfl_bin]) so "
-                         f"that its checkpoints rebuild the same bins")
-    if opt.dfl_bin == "auto":
+        if opt.dfl_bin is not None:
+            raise ValueError(f"--dfl-bin: {opt.cfg} has an anchor head; DFL bins belong to DetectDFL (-dfl configs)")
+        return
+    if ckpt is not None:  # its weights were trained with these bins, whatever the data says now
+        width, source = ckpt["model_yaml"].get("dfl_bin", BIN_WIDTH), "the resumed run"
+    elif opt.dfl_bin == "auto":
         from utils.data.recipe import fit_dfl_bin, read_sizes
         width, why = fit_dfl_bin(read_sizes(data["train"]["json"], data["train"].get("images")), opt.imgsz,
-                                 float(hyp["tile"]), model.stride.tolist(), det.reg_max,
-                                 float(hyp["scale"]))
+                                 float(hyp["tile"]), model.stride.tolist(), det.reg_max, float(hyp["scale"]))
         for line in why:
             LOG.info(f"--dfl-bin auto: {line}")
+        source = "--dfl-bin auto"
+    elif opt.dfl_bin is not None:
+        width, source = float(opt.dfl_bin), f"--dfl-bin {opt.dfl_bin}"
     else:
-        width = float(opt.dfl_bin)
-    det.set_bin_width(width)
-    model.yaml["dfl_bin"] = width  # the checkpoint's YAML rebuilds these bins
-    return width
+        return
+    if opt.weights and ckpt is None and width != det.bin_width:
+        LOG.warning(f"WARNING {source}: bin width {width:g}, but --weights learned {det.bin_width:g}; their box "
+                    f"distributions start off scale")
+    apply_bin_width(model, width, source, opt.cfg)
 
 
 def build_run(opt: TrainConfig, data: dict, device: torch.device, rank: int, world: int,
@@ -79,8 +100,7 @@ def build_run(opt: TrainConfig, data: dict, device: torch.device, rank: int, wor
     nc = len(names)
     # NHWC weights: oneDNN convolutions train ~20% faster on CPU, and tensor cores want it on GPU
     model = build_model(opt, nc, names, data["cat_ids"])
-    if opt.dfl_bin is not None:
-        set_dfl_bin(model, opt, data, hyp)
+    set_dfl_bin(model, opt, data, hyp, ckpt)
     model = model.to(device, memory_format=torch.channels_last)
     gs = max(int(model.stride.max()), 32)
     per_proc_batch = max(opt.batch_size // max(world, 1), 1)

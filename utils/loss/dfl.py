@@ -56,7 +56,6 @@ class DFLLoss:
         if not getattr(det, "anchor_free", False):
             raise TypeError("DFLLoss needs the anchor-free DetectDFL head; use DetectionLoss")
         self.det, self.nc, self.reg_max = det, int(det.nc), int(det.reg_max)
-        self.bin_width = float(det.bin_width)
         self.box_gain, self.cls_gain, self.dfl_gain = float(hyp["dfl_box"]), float(hyp["dfl_cls"]), float(hyp["dfl"])
         self.nwd_w, self.nwd_c = nwd_weight(hyp), float(hyp["nwd_c"])
         self.min_w = float(hyp["dfl_min_w"])
@@ -106,7 +105,7 @@ class DFLLoss:
             lbox = (err * weight).sum() / wsum
             pt, st = points.expand(bsz, -1, -1)[t.fg], strides.expand(bsz, -1)[t.fg]
             # target distances in bins (grid cells / bin width), kept inside the last bin
-            ltrb = torch.cat((pt - tb[:, :2], tb[:, 2:] - pt), -1) / (st[:, None] * self.bin_width)
+            ltrb = torch.cat((pt - tb[:, :2], tb[:, 2:] - pt), -1) / (st[:, None] * self.det.bin_width)
             ltrb = ltrb.clamp(0, self.reg_max - 1 - 0.01)
             lg = dist_logits[t.fg].unflatten(-1, (4, self.reg_max))
             ldfl = (dfl_loss(lg, ltrb) * weight).sum() / wsum
