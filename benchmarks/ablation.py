@@ -59,8 +59,14 @@ ROWS: dict[str, tuple[str, str, str, str, list[str]]] = {
                  "yolov5n-dfl.yaml", "tal", "small-objects-dfl", ["tile=0", "tal_stal=true"]),
     "dfl-stal-fit": ("dfl-stal + DFL bins fitted to the box sizes (--dfl-bin auto)", "yolov5n-dfl.yaml", "tal",
                      "small-objects-dfl", ["tile=0", "tal_stal=true"]),
+    # fewer DFL bins per side: a lighter box branch, for equal compute with the lighter Ultralytics models
+    "dfl-r8": ("dfl-stal with 8 DFL bins per side (--reg-max 8)", "yolov5n-dfl.yaml", "tal", "small-objects-dfl",
+               ["tile=0", "tal_stal=true"]),
+    "dfl-r4": ("dfl-stal with 4 DFL bins per side (--reg-max 4)", "yolov5n-dfl.yaml", "tal", "small-objects-dfl",
+               ["tile=0", "tal_stal=true"]),
 }
-ROW_OPTIONS: dict[str, dict] = {"dfl-stal-fit": {"dfl_bin": "auto"}}  # train.py options beyond the columns
+# train.py options beyond the columns
+ROW_OPTIONS: dict[str, dict] = {"dfl-stal-fit": {"dfl_bin": "auto"}, "dfl-r8": {"reg_max": 8}, "dfl-r4": {"reg_max": 4}}
 
 
 def mark(out: Path) -> str:
@@ -86,14 +92,16 @@ def run_row(name: str, opt: argparse.Namespace) -> dict:
                     recipe=opt.recipe, cache=opt.cache, **ROW_OPTIONS.get(name, {}))
     m = res["metrics"]
     data = load_data_config(repo_path(opt.data))
-    info = Model(cfg, nc=len(data["names"])).info(opt.imgsz)
+    reg_max = ROW_OPTIONS.get(name, {}).get("reg_max")  # the head's size: GFLOPs and speed depend on it
+    info = Model(cfg, nc=len(data["names"]), reg_max=reg_max).info(opt.imgsz)
     row = {"row": name, "what": what, "cfg": cfg, "assigner": assigner, "hyp": hyp_path, "hyp_set": hyp_set,
            **({"options": ROW_OPTIONS[name]} if name in ROW_OPTIONS else {}),
            **{k: round(float(m[k]), 4) for k in ("AP", "AP50", "APs", "AP_tiny")},
            "params_M": round(info["params"] / 1e6, 3), "gflops": round(info["gflops"], 2),
            "train_img_per_s": round(our_train_speed(opt.data, cfg, opt.imgsz, opt.batch, opt.speed_batches, 2,
-                                                    opt.workers), 2),
-           "latency_ms": round(our_latency(cfg, len(data["names"]), latency_images(data, 20), opt.imgsz), 1)}
+                                                    opt.workers, reg_max=reg_max), 2),
+           "latency_ms": round(our_latency(cfg, len(data["names"]), latency_images(data, 20), opt.imgsz,
+                                           reg_max=reg_max), 1)}
     return row
 
 

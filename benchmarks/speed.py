@@ -43,7 +43,8 @@ def _sync(device: torch.device) -> None:
 
 
 def our_train_speed(data: str, cfg: str, imgsz: int, batch: int, batches: int, warmup: int,
-                    workers: int, device: torch.device = torch.device("cpu"), amp: bool = True) -> float:
+                    workers: int, device: torch.device = torch.device("cpu"), amp: bool = True,
+                    reg_max: int | None = None) -> float:
     """Images/s of the training step as train.py runs it, median over timed batches."""
     from utils.config import repo_path, resolve
     from utils.data.config import load_data_config
@@ -53,7 +54,7 @@ def our_train_speed(data: str, cfg: str, imgsz: int, batch: int, batches: int, w
     loaded = load_data_config(repo_path(data))
     opt = resolve({"data": data, "cfg": cfg, "imgsz": imgsz, "batch_size": batch, "epochs": 1, "workers": workers,
                    "noplots": True, "noautoanchor": True, "project": tempfile.mkdtemp(prefix="speed-"),
-                   "name": "train", "no_amp": not amp}, loaded)
+                   "name": "train", "no_amp": not amp, "reg_max": reg_max}, loaded)
     trainer, _ = build_run(opt, loaded, device, -1, 1, None)
     trainer.model.train()
     times: list[float] = []
@@ -79,13 +80,13 @@ def our_train_speed(data: str, cfg: str, imgsz: int, batch: int, batches: int, w
 
 
 def our_latency(cfg: str, nc: int, images: list[Path], imgsz: int, device: torch.device = torch.device("cpu"),
-                half: bool = False) -> float:
+                half: bool = False, reg_max: int | None = None) -> float:
     """Median ms per image, batch 1, file to boxes."""
     from models.yolo import Model
     from utils.inference.predict import predict_image
 
     torch.manual_seed(0)
-    model = Model(cfg, nc=nc).fuse().eval().to(device, memory_format=torch.channels_last)
+    model = Model(cfg, nc=nc, reg_max=reg_max).fuse().eval().to(device, memory_format=torch.channels_last)
     lat = []
     with torch.inference_mode():
         for k, path in enumerate(images):

@@ -14,6 +14,7 @@ _BASE_ANCHORS = ((1.25, 1.625), (2.0, 3.75), (4.125, 2.875))
 
 
 BIN_WIDTH, BIN_WIDTH_MAX = 1.0, 4.0  # DetectDFL: grid cells per DFL bin (YOLOv8's), and the most allowed
+REG_MAX = 16  # DetectDFL: DFL bins per box side (YOLOv8's)
 
 
 def check_bin_width(value: object, where: str) -> float:
@@ -128,12 +129,12 @@ class DetectDFL(Detect):
     (B, N, 5 + nc) layout as Detect, so NMS, val and detect need no changes: column 4 holds
     the best class score and the class columns are divided by it, so obj * cls is exactly
     the class score and NMS's objectness pre-filter still drops the empty cells.
-    YAML args: [nc, reg_max=16, bin width=1.0 grid cells] (the yolov5*-dfl configs: [nc, 16, dfl_bin]).
+    YAML args: [nc, reg_max=16, bin width=1.0 grid cells] (the yolov5*-dfl configs: [nc, reg_max, dfl_bin]).
     """
 
     anchor_free = True
 
-    def __init__(self, nc: int, ch: list[int], reg_max: int = 16, bin_width: float = BIN_WIDTH):
+    def __init__(self, nc: int, ch: list[int], reg_max: int = REG_MAX, bin_width: float = BIN_WIDTH):
         nn.Module.__init__(self)
         if reg_max < 2:
             raise ValueError(f"DetectDFL: reg_max must be >= 2, got {reg_max}")
@@ -211,6 +212,6 @@ class DetectDFL(Detect):
     @classmethod
     def from_yaml(cls, ch: list[int], args: list, n: int, width: float) -> tuple[nn.Module, int]:
         nc = args[0]
-        reg_max = int(args[1]) if len(args) > 1 else 16
+        reg_max = int(args[1]) if len(args) > 1 else REG_MAX
         bin_width = args[2] if len(args) > 2 else BIN_WIDTH
         return cls(nc, ch, reg_max, bin_width), 0

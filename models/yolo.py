@@ -20,7 +20,7 @@ import models.neck  # noqa: F401
 import models.stems  # noqa: F401
 from models.blocks import Conv
 from models.config import ModelConfigError, load_model_config, where
-from models.head import BIN_WIDTH, Detect, default_anchors
+from models.head import BIN_WIDTH, REG_MAX, Detect, default_anchors
 from models.registry import REGISTRY
 from utils.assign.registry import DEFAULT_FOR_HEAD
 
@@ -28,7 +28,8 @@ from utils.assign.registry import DEFAULT_FOR_HEAD
 def parse_model(cfg: dict[str, Any], ch: int) -> tuple[nn.Sequential, list[int], list[dict]]:
     """Build the layer list. Returns (layers, indices whose outputs must be kept, table)."""
     gd, gw = cfg["depth_multiple"], cfg["width_multiple"]
-    names = {"nc": cfg["nc"], "anchors": cfg.get("anchors", 3), "dfl_bin": cfg.get("dfl_bin", BIN_WIDTH)}
+    names = {"nc": cfg["nc"], "anchors": cfg.get("anchors", 3), "dfl_bin": cfg.get("dfl_bin", BIN_WIDTH),
+             "reg_max": cfg.get("reg_max", REG_MAX)}
     chs: list[int] = [ch]  # chs[i + 1] is the output width of layer i
     layers, save, table = [], set(), []
     entries = [("backbone", i, e) for i, e in enumerate(cfg["backbone"])] + \
@@ -75,11 +76,16 @@ class Model(nn.Module):
     """A detection model assembled from a YAML config (see configs/models)."""
 
     def __init__(self, cfg: str | Path | dict = "yolov5n.yaml", ch: int = 3,
-                 nc: int | None = None, anchors: list | None = None):
+                 nc: int | None = None, anchors: list | None = None, reg_max: int | None = None):
         super().__init__()
         self.yaml = load_model_config(cfg)
         if nc is not None:
             self.yaml["nc"] = nc
+        if reg_max is not None:  # train.py --reg-max; kept in the YAML, so checkpoints rebuild the same head
+            if "reg_max" not in self.yaml["head"][-1][3]:
+                raise ModelConfigError(f"{self.yaml['_file']}: --reg-max {reg_max}, but the last layer's args do not "
+                                       f"name reg_max (a DetectDFL head: [nc, reg_max, dfl_bin])")
+            self.yaml["reg_max"] = reg_max
         if anchors is not None:
             self.yaml["anchors"] = anchors
         if not isinstance(self.yaml.get("nc"), int) or self.yaml["nc"] < 1:

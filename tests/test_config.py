@@ -78,6 +78,8 @@ def test_flags_are_checked(tmp_path):
     assert resolve({"dfl_bin": "0.5"}, _data(tmp_path)).dfl_bin == 0.5
     assert resolve({"dfl_bin": "auto"}, _data(tmp_path)).dfl_bin == "auto"
     assert resolve({}, _data(tmp_path)).dfl_bin is None
+    with pytest.raises(ValueError, match="--reg-max: expected a whole number >= 2, got 1"):
+        resolve({"reg_max": 1}, _data(tmp_path))
 
 
 def test_every_option_is_a_flag_with_its_one_default(capsys, monkeypatch):

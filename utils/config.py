@@ -78,6 +78,8 @@ class TrainConfig:
     dfl_bin: float | str | None = _opt(None, "DetectDFL heads: grid cells per DFL bin, a number or auto (fitted "
                                              "to the train split's box sizes, utils/data/recipe.py); default "
                                              "the model YAML's dfl_bin")
+    reg_max: int | None = _opt(None, "DetectDFL heads: DFL bins per box side (default the model YAML's reg_max, 16)",
+                               least=2)
     noautoanchor: bool = _opt(False, "keep the config's anchors")
     noplots: bool = _opt(False)
     no_amp: bool = _opt(False, "disable mixed precision on CUDA")
@@ -235,7 +237,8 @@ def resolve_optimizer(flag: str | None, hyp: dict[str, Any], hyp_path: str) -> s
 def _check_run_value(name: str, value: Any, source: str) -> Any:
     meta = FIELDS[name].metadata
     least, choices = meta["least"], meta["choices"]
-    if least is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
+    if least is not None and value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                                    or value < least):
         raise ValueError(f"{source}: expected a whole number >= {least}, got {value!r}")
     if choices and value is not None and value not in choices:
         raise ValueError(f"{source}: {value!r} is not one of {', '.join(choices)}")

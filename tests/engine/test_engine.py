@@ -236,7 +236,7 @@ def test_single_cls_trains_every_box_as_class_zero(tmp_path):
 def test_freeze_keeps_the_first_layers_fixed(tmp_path):
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(yaml.safe_dump(TINY))
-    opt = argparse.Namespace(weights="", cfg=str(cfg), assigner=None, freeze=3)
+    opt = argparse.Namespace(weights="", cfg=str(cfg), assigner=None, freeze=3, reg_max=None)
     torch.manual_seed(0)
     model = build_model(opt, 1, ["a"], [1])
     frozen = [n for n, p in model.named_parameters() if not p.requires_grad]

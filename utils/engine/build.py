@@ -23,7 +23,7 @@ def build_model(opt: TrainConfig | argparse.Namespace, nc: int, names: list[str]
     if opt.weights:
         ck = read_checkpoint(opt.weights)
         src = model_from_checkpoint(ck, "model", opt.weights)
-        model = Model(repo_path(opt.cfg) if opt.cfg else ck["model_yaml"], nc=nc)
+        model = Model(repo_path(opt.cfg) if opt.cfg else ck["model_yaml"], nc=nc, reg_max=opt.reg_max)
         mine = model.state_dict()
         fit = {k: v for k, v in src.state_dict().items() if k in mine and v.shape == mine[k].shape}
         model.load_state_dict(fit, strict=False)
@@ -31,7 +31,7 @@ def build_model(opt: TrainConfig | argparse.Namespace, nc: int, names: list[str]
         if model.detect.anchor_free and src.detect.anchor_free:  # its box bins learned that width
             apply_bin_width(model, src.detect.bin_width, f"--weights {opt.weights}", opt.cfg)
     else:
-        model = Model(repo_path(opt.cfg), nc=nc)
+        model = Model(repo_path(opt.cfg), nc=nc, reg_max=opt.reg_max)
     if opt.assigner:  # resolved once (config.resolve): the flag, else the hyp's, else the model YAML's
         model.yaml["assigner"] = opt.assigner
     model.names, model.cat_ids = list(names), list(cat_ids)
