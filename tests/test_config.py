@@ -82,7 +82,7 @@ def test_flags_are_checked(tmp_path):
         resolve({"reg_max": 1}, _data(tmp_path))
 
 
-def test_every_option_is_a_flag_with_its_one_default(capsys, monkeypatch):
+def test_every_option_is_a_flag_with_its_one_default(capsys, monkeypatch, tmp_path):
     monkeypatch.setenv("COLUMNS", "300")  # one line per option in --help
     opt = train.parse_opt([])
     flags = set(vars(opt))
@@ -94,6 +94,9 @@ def test_every_option_is_a_flag_with_its_one_default(capsys, monkeypatch):
     assert "(default: 'yolov5n.yaml')" in out and "(default: 100)" in out
     opt = train.parse_opt(["--img", "320", "--noval", "--hyp-set", "cls=2", "tile=0"])
     assert (opt.imgsz, opt.noval, opt.hyp_set) == (320, True, ["cls=2", "tile=0"])
+    # a whole-number option without a default is still parsed as one, then checked by resolve
+    opt = train.parse_opt(["--reg-max", "4", "--dfl-bin", "auto"])
+    assert (opt.reg_max, opt.dfl_bin) == (4, "auto") and resolve(vars(opt), _data(tmp_path)).reg_max == 4
 
 
 def test_config_round_trips_through_a_checkpoint_dict(tmp_path):
