@@ -25,6 +25,12 @@ from models.registry import REGISTRY
 from utils.assign.registry import DEFAULT_FOR_HEAD
 
 
+def head_reads(cfg: dict[str, Any], symbol: str) -> bool:
+    """Whether the last layer's YAML args name this top-level key (nc, reg_max, dfl_bin): only then does a
+    value set on the YAML reach the head, and its checkpoints rebuild the same one."""
+    return symbol in cfg["head"][-1][3]
+
+
 def parse_model(cfg: dict[str, Any], ch: int) -> tuple[nn.Sequential, list[int], list[dict]]:
     """Build the layer list. Returns (layers, indices whose outputs must be kept, table)."""
     gd, gw = cfg["depth_multiple"], cfg["width_multiple"]
@@ -82,7 +88,7 @@ class Model(nn.Module):
         if nc is not None:
             self.yaml["nc"] = nc
         if reg_max is not None:  # train.py --reg-max; kept in the YAML, so checkpoints rebuild the same head
-            if "reg_max" not in self.yaml["head"][-1][3]:
+            if not head_reads(self.yaml, "reg_max"):
                 raise ModelConfigError(f"{self.yaml['_file']}: --reg-max {reg_max}, but the last layer's args do not "
                                        f"name reg_max (a DetectDFL head: [nc, reg_max, dfl_bin])")
             self.yaml["reg_max"] = reg_max

@@ -149,7 +149,7 @@ def decide_from_sizes(s: Sizes, imgsz: int) -> Recipe:
     if not len(s.side):
         reasons.append("no boxes: nothing to size the objects by; tile 0, whole-image val/detect")
         return Recipe(imgsz, 0.0, 0, 0.0, False, reasons)
-    resized = s.side * imgsz / s.box_long  # the loader resizes every image so that its long side is imgsz
+    resized = as_seen(s.side, s, imgsz, 0.0)
     tiny = float((resized < TINY).mean())
     reasons.append(f"box side sqrt(w*h): median {np.median(s.side):.1f} px, p90 {np.percentile(s.side, 90):.1f} px "
                    f"in the originals; median {np.median(resized):.1f} px after the resize to {imgsz} "
@@ -168,7 +168,7 @@ def decide_from_sizes(s: Sizes, imgsz: int) -> Recipe:
                        f"px ({tiny:.0%} under, <= {MOST:.0%}): whole images keep their context in one pass")
     slice_, overlap, seen = 0, 0.0, resized
     if tile:
-        seen = np.where(s.box_long > imgsz, s.side, resized)  # crops are native; smaller images still resized
+        seen = as_seen(s.side, s, imgsz, 1.0)
         big = s.extent[s.box_long > imgsz]  # windows cut only images larger than the window
         e90 = float(np.percentile(big if len(big) else s.extent, 90))
         need = e90 / imgsz
@@ -193,11 +193,12 @@ def decide_from_sizes(s: Sizes, imgsz: int) -> Recipe:
     return Recipe(imgsz, 1.0 if tile else 0.0, slice_, overlap, p2, reasons)
 
 
-def seen_extent(s: Sizes, imgsz: int, tile: float) -> np.ndarray:
-    """Longer box edges in px as the model sees them: resized with their image to imgsz, or native in the
-    crops when tiling (tile > 0) cuts images larger than imgsz."""
-    resized = s.extent * imgsz / s.box_long
-    return np.where(s.box_long > imgsz, s.extent, resized) if tile > 0 else resized
+def as_seen(px: np.ndarray, s: Sizes, imgsz: int, tile: float) -> np.ndarray:
+    """Box lengths px (one per box of s, original pixels) as the model sees them: the loader resizes every
+    image so that its long side is imgsz; when tiling (tile > 0), crops of images larger than imgsz stay
+    native (smaller images are still resized)."""
+    resized = px * imgsz / s.box_long
+    return np.where(s.box_long > imgsz, px, resized) if tile > 0 else resized
 
 
 def fit_dfl_bin(s: Sizes, imgsz: int, tile: float, strides: list[float], reg_max: int,
@@ -205,13 +206,14 @@ def fit_dfl_bin(s: Sizes, imgsz: int, tile: float, strides: list[float], reg_max
     """DFL bin width in grid cells for these boxes (module docstring), and why."""
     if not len(s.extent):
         return 1.0, [f"{s.json_path}: no boxes to fit the DFL bins to; bin width 1.0 cell"]
-    seen = seen_extent(s, imgsz, tile) * (1 + scale)  # the largest scale jitter enlarges every box
+    seen = as_seen(s.extent, s, imgsz, tile) * (1 + scale)  # the largest scale jitter enlarges every box
     lo, hi = min(strides), max(strides)
-    fine, coarse = float(np.percentile(seen, DFL_COVER)) / lo, float(seen.max()) / hi
+    edge = float(np.percentile(seen, DFL_COVER))
+    fine, coarse = edge / lo, float(seen.max()) / hi
     reach = max(fine, coarse, DFL_MIN_REACH)
     width = round(min(math.ceil(round(reach / (reg_max - 1) / DFL_STEP, 6)) * DFL_STEP, 1.0), 2)
     why = [f"{s.json_path}: {len(seen)} boxes; longer edge as seen at imgsz {imgsz} (tile {tile}) x {1 + scale:.2f} "
-           f"scale jitter: p{DFL_COVER} {np.percentile(seen, DFL_COVER):.1f} px, max {seen.max():.1f} px",
+           f"scale jitter: p{DFL_COVER} {edge:.1f} px, max {seen.max():.1f} px",
            f"reach {reach:.2f} cells (p{DFL_COVER} / stride {lo:g} = {fine:.2f}, max / stride {hi:g} = {coarse:.2f}, "
            f"at least {DFL_MIN_REACH:g})"
            f" over {reg_max - 1} bin steps -> bin width {width} cell" + (" (capped at 1)" if width == 1.0 else "")]

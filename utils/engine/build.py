@@ -14,7 +14,7 @@ import torch.nn as nn
 import yaml
 
 from models.head import BIN_WIDTH
-from models.yolo import Model
+from models.yolo import Model, head_reads
 from utils.engine.checkpoint import model_from_checkpoint, read_checkpoint
 from utils.config import TrainConfig, repo_path
 from utils.logger import LOG
@@ -49,7 +49,7 @@ def apply_bin_width(model: Model, width: float, source: str, cfg: str) -> None:
     det = model.detect
     if width == det.bin_width:
         return
-    if "dfl_bin" not in model.yaml["head"][-1][3]:
+    if not head_reads(model.yaml, "dfl_bin"):
         raise ValueError(f"{source}: bin width {width:g}, but the DetectDFL args of {cfg} do not name dfl_bin "
                          f"(e.g. [nc, 16, dfl_bin]), so its checkpoints would decode with {det.bin_width:g}")
     det.set_bin_width(width)
