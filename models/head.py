@@ -7,6 +7,7 @@ import torch
 import torch.nn as nn
 
 from models.registry import register
+from utils.assign.grid import cell_indices
 
 # YOLOv5's P3 anchors (10,13, 16,30, 33,23) in units of the level's stride; used to make
 # default anchors for ``anchors: N`` configs (autoanchor refines them from the data).
@@ -74,10 +75,8 @@ class Detect(nn.Module):
     def _grid(self, i: int, h: int, w: int, device: torch.device, dtype: torch.dtype):
         key = (i, h, w, device, dtype)
         if key not in self._grids:
-            y, x = torch.meshgrid(torch.arange(h, device=device, dtype=dtype),
-                                  torch.arange(w, device=device, dtype=dtype), indexing="ij")
             # offset -0.5 folded in: xy = (2*sig - 0.5 + cell) * stride
-            grid = (torch.stack((x, y), -1) - 0.5).view(1, 1, h, w, 2)
+            grid = (cell_indices(h, w, device, dtype) - 0.5).view(1, 1, h, w, 2)
             anchor = self.anchors[i].to(device, dtype).view(1, self.na, 1, 1, 2)
             self._grids[key] = (grid, anchor)
         return self._grids[key]
@@ -185,9 +184,7 @@ class DetectDFL(Detect):
         """Cell centres of level i in grid units, (h * w, 2) xy."""
         key = (i, h, w, device, dtype)
         if key not in self._grids:
-            y, x = torch.meshgrid(torch.arange(h, device=device, dtype=dtype),
-                                  torch.arange(w, device=device, dtype=dtype), indexing="ij")
-            self._grids[key] = torch.stack((x, y), -1).view(-1, 2) + 0.5
+            self._grids[key] = cell_indices(h, w, device, dtype) + 0.5
         return self._grids[key]
 
     def distances(self, logits: torch.Tensor) -> torch.Tensor:

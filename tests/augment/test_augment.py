@@ -14,7 +14,7 @@ import pytest
 
 from utils.augment.transforms import classify_kept, flip_lr, flip_ud, letterbox, mosaic4, random_affine
 from utils.data.dataset import CocoDataset, create_dataloader
-from utils.augment.crops import crop_boxes, tile_window
+from utils.augment.crops import class_balance_weights, crop_boxes, tile_window
 
 # BGR colours with every channel 0 or 255: told apart from each other, black and the pad grey
 # (114) by thresholding each channel at 128, even after interpolation blurs the edges.
@@ -168,6 +168,50 @@ def test_tile_crop_matches_pixels():
         assert_boxes_on_pixels(crop, new, tol=0)
         seen = {k for k in range(7) if extent(crop, k) is not None}
         assert set(new[:, 0].astype(int)) <= seen and len(seen) - len(new) <= small + cut  # nothing unaccounted
+
+
+def test_class_balance_weights():
+    counts = np.array([100, 4, 0])  # a class absent from the split counts as 1, not a division by zero
+    classes = np.array([0, 0, 1, 2])
+    np.testing.assert_allclose(class_balance_weights(classes, counts, 0.0), [1, 1, 1, 1])
+    np.testing.assert_allclose(class_balance_weights(classes, counts, 0.5), [0.1, 0.1, 0.5, 1.0])
+    # power 1: every class carries the same total weight over the split
+    w = class_balance_weights(np.repeat([0, 1], [100, 4]), counts, 1.0)
+    assert np.isclose(w[:100].sum(), w[100:].sum())
+
+
+def test_tile_window_centres_on_the_weighted_box():
+    rng = np.random.default_rng(0)
+    boxes = np.array([[10, 10, 20, 20], [400, 300, 420, 310], [900, 50, 910, 60]], float)
+    for k in range(3):
+        w = np.eye(3)[k] + 1e-12
+        for _ in range(10):
+            x0, y0, x1, y1 = tile_window((500, 1000), boxes, 100, rng, background=0.0, weights=w)
+            inside = (boxes[:, 0] >= x0) & (boxes[:, 2] <= x1) & (boxes[:, 1] >= y0) & (boxes[:, 3] <= y1)
+            assert inside.tolist() == [j == k for j in range(3)]
+
+
+@pytest.mark.parametrize("power, lo, hi", [(0.0, 0.0, 0.2), (1.0, 0.35, 0.55)])
+def test_tile_balance_shows_rare_classes_more(tmp_path, power, lo, hi):
+    """Nine boxes of one class and one of another, far apart in a large image: a tile holds the
+    rare one when it is the drawn centre, 0.9 / 10 of draws without balance, 0.9 / 2 with power 1."""
+    img = np.zeros((600, 1000, 3), np.uint8)
+    anns = []
+    for j in range(10):
+        x, y = 40 + (j % 5) * 200, 60 + (j // 5) * 300
+        img[y:y + 12, x:x + 12] = 255
+        anns.append({"id": j + 1, "image_id": 1, "category_id": 2 if j == 7 else 1, "bbox": [x, y, 12, 12],
+                     "iscrowd": 0})
+    (tmp_path / "img").mkdir()
+    cv2.imwrite(str(tmp_path / "img" / "a.png"), img)
+    js = tmp_path / "a.json"
+    js.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.png", "width": 1000, "height": 600}],
+                              "annotations": anns, "categories": [{"id": 1, "name": "x"}, {"id": 2, "name": "y"}]}))
+    hyp = dict(tile=1.0, tile_balance=power, mosaic=0.0)
+    ds = CocoDataset(str(js), str(tmp_path / "img"), imgsz=64, augment=True, hyp=hyp, seed=1, verbose=False)
+    assert ds.class_counts.tolist() == [9, 1]
+    rare = np.mean([(ds.load_item(0)[1][:, 0] == 1).any() for _ in range(400)])
+    assert lo < rare < hi
 
 
 def write_coco(root: Path, n: int = 6, size: int = 96, seed: int = 0, side=(6, 20), objects: int = 4,

@@ -2,7 +2,9 @@
 
 Resizing a 4000x2250 aerial photo to 640 px shrinks a 30 px car to 5 px. Instead, a training
 sample can be an imgsz x imgsz window cut from the full-resolution image, placed around a
-randomly chosen object (and sometimes anywhere, so that background is seen too).
+randomly chosen object (and sometimes anywhere, so that background is seen too). The object can be
+drawn with per-box weights: `class_balance_weights` makes rare classes the centre of more windows
+(hyp `tile_balance`), as repeat-factor sampling does for whole images (LVIS, Gupta et al. 2019).
 """
 from __future__ import annotations
 
@@ -23,13 +25,22 @@ def _axis_start(lo_box: float, hi_box: float, extent: int, size: int, rng: np.ra
     return int(rng.integers(lo, hi + 1)) if hi > lo else lo
 
 
+def class_balance_weights(classes: np.ndarray, class_counts: np.ndarray, power: float) -> np.ndarray:
+    """Weight of each box as a window centre: count(its class) ** -power. power 0 draws every box
+    alike (a class is chosen in proportion to its boxes); 1 draws every class alike; 0.5 between."""
+    return np.maximum(class_counts[classes.astype(np.int64)], 1).astype(np.float64) ** -power
+
+
 def tile_window(shape_hw: tuple[int, int], boxes_xyxy: np.ndarray, size: int, rng: np.random.Generator,
-                background: float = 0.1) -> tuple[int, int, int, int]:
+                background: float = 0.1, weights: np.ndarray | None = None) -> tuple[int, int, int, int]:
     """(x0, y0, x1, y1) of a size x size window (smaller where the image is) inside an image of
-    shape (h, w). Around a random box with probability 1 - background, else anywhere."""
+    shape (h, w). Around a random box (drawn in proportion to `weights`, else uniformly) with
+    probability 1 - background, else anywhere."""
     h, w = shape_hw
     if len(boxes_xyxy) and rng.random() >= background:
-        x1, y1, x2, y2 = boxes_xyxy[int(rng.integers(len(boxes_xyxy)))]
+        n = len(boxes_xyxy)
+        k = int(rng.integers(n)) if weights is None else int(rng.choice(n, p=weights / weights.sum()))
+        x1, y1, x2, y2 = boxes_xyxy[k]
         x0 = _axis_start(x1, x2, w, size, rng)
         y0 = _axis_start(y1, y2, h, size, rng)
     else:

@@ -29,7 +29,7 @@ from utils.data.coco import DatasetError, load_coco
 from utils.augment.copy_paste import copy_paste_small
 from utils.data.image_io import read_image
 from utils.data.config import load_data_config
-from utils.augment.crops import crop_boxes, tile_window
+from utils.augment.crops import class_balance_weights, crop_boxes, tile_window
 
 __all__ = ["CocoDataset", "DatasetError", "collate_fn", "create_dataloader", "load_data_config", "read_image"]
 LOG = logging.getLogger("smalldet")
@@ -65,6 +65,10 @@ class CocoDataset(Dataset):
         hp = self.hyp if augment else {}
         self.mosaic_p = 0.0 if rect else float(hp.get("mosaic", 0.0))  # rect batches need whole images
         self.tile_p = float(hp.get("tile", 0.0))
+        self.tile_balance = float(hp.get("tile_balance", 0.0))
+        # boxes per class over the split: how rare a class is when a tile centre is drawn
+        self.class_counts = np.bincount(np.concatenate([b[:, 0] for b in self.boxes] + [np.zeros(0)]).astype(np.int64),
+                                        minlength=len(self.names))
         self.min_box_px = float(self.hyp.get("min_box_px", 1.0))
         self.rng = np.random.default_rng(seed)
         self.stats = torch.zeros((STAT_SLOTS, len(STAT_KEYS)), dtype=torch.int64).share_memory_()
@@ -161,7 +165,8 @@ class CocoDataset(Dataset):
         b = self.boxes[i]
         if tile:
             img = self._read(i, native=True)
-            win = tile_window(img.shape[:2], b[:, 1:5], self.imgsz, self.rng)
+            w = class_balance_weights(b[:, 0], self.class_counts, self.tile_balance) if self.tile_balance else None
+            win = tile_window(img.shape[:2], b[:, 1:5], self.imgsz, self.rng, weights=w)
             boxes, small, cut = crop_boxes(b, win, self.min_box_px)
             self._count(0, small, cut)
             return img[win[1]:win[3], win[0]:win[2]], boxes, (1.0, 1.0), (float(win[0]), float(win[1]))
