@@ -66,10 +66,15 @@ ROWS: dict[str, tuple[str, str, str, str, list[str]]] = {
                ["tile=0", "tal_stal=true"]),
     "p2-dfl-r4": ("P2-P5 DetectDFL + TAL with STAL, 4 DFL bins per side (--reg-max 4)", "yolov5n-p2-dfl.yaml", "tal",
                   "small-objects-dfl", ["tile=0", "tal_stal=true"]),
+    "dfl-lite-r8": ("dfl-r8 with depthwise-separable class convs (yolov5n-dfl-lite)", "yolov5n-dfl-lite.yaml", "tal",
+                    "small-objects-dfl", ["tile=0", "tal_stal=true"]),
+    "p2-dfl-lite-r4": ("p2-dfl-r4 with depthwise-separable class convs (yolov5n-p2-dfl-lite)",
+                       "yolov5n-p2-dfl-lite.yaml", "tal", "small-objects-dfl", ["tile=0", "tal_stal=true"]),
 }
 # train.py options beyond the columns
 ROW_OPTIONS: dict[str, dict] = {"dfl-stal-fit": {"dfl_bin": "auto"}, "dfl-r8": {"reg_max": 8}, "dfl-r4": {"reg_max": 4},
-                                "p2-dfl-r4": {"reg_max": 4}}
+                                "p2-dfl-r4": {"reg_max": 4}, "dfl-lite-r8": {"reg_max": 8},
+                                "p2-dfl-lite-r4": {"reg_max": 4}}
 
 
 def mark(out: Path) -> str:

@@ -6,8 +6,9 @@ channels-last memory, torch.inference_mode. Two figures per model:
 
     python -m benchmarks.detect_latency                                  # n, n-p2, n-spd at 640; CPU (+ CUDA)
     python -m benchmarks.detect_latency --cfgs yolov5s.yaml --runs 50 --device cpu --threads 4
+    python -m benchmarks.detect_latency --cfgs yolov5n-dfl.yaml --reg-max 4 --nc 4 --threads 1
 
-Random-init weights (nc=80): speed does not depend on the weights, except NMS, which sees few boxes
+Random-init weights (--nc, default 80): speed does not depend on the weights, except NMS, which sees few boxes
 from an untrained model, so end-to-end here is a lower bound for busy scenes. Mean and median over
 --runs after --warmup runs; numbers are printed, never asserted (shared machines are noisy).
 """
@@ -45,10 +46,10 @@ def _time(fn, device: torch.device, runs: int, warmup: int) -> list[float]:
 
 
 def bench(cfg: str, device: torch.device, imgsz: int, runs: int, warmup: int, channels_last: bool = True,
-          half: bool = False) -> dict[str, float]:
+          half: bool = False, nc: int = 80, reg_max: int | None = None) -> dict[str, float]:
     """ms per image for one model config on one device: forward and end-to-end, mean and median."""
     torch.manual_seed(0)
-    model = Model(cfg, nc=80).fuse().eval().to(device)
+    model = Model(cfg, nc=nc, reg_max=reg_max).fuse().eval().to(device)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(memory_format=fmt)
     x = torch.rand(1, 3, imgsz, imgsz, device=device).contiguous(memory_format=fmt)
@@ -79,6 +80,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--no-channels-last", action="store_true")
     ap.add_argument("--half", action="store_true", help="fp16 autocast on CUDA")
+    ap.add_argument("--nc", type=int, default=80, help="classes (the head's width)")
+    ap.add_argument("--reg-max", type=int, default=None, help="DFL bins per side (train.py --reg-max)")
     opt = ap.parse_args(argv)
     if opt.threads:
         torch.set_num_threads(opt.threads)
@@ -90,7 +93,8 @@ def main(argv: list[str] | None = None) -> None:
         device = torch.device(dev)
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
         for cfg in opt.cfgs:
-            r = bench(cfg, device, opt.imgsz, opt.runs, opt.warmup, not opt.no_channels_last, opt.half)
+            r = bench(cfg, device, opt.imgsz, opt.runs, opt.warmup, not opt.no_channels_last, opt.half, opt.nc,
+                      opt.reg_max)
             print(f"{Path(cfg).stem:<20}{name[:9]:<10}{r['fw_mean']:>14.1f}{r['fw_median']:>10.1f}"
                   f"{r['e2e_mean']:>18.1f}{r['e2e_median']:>10.1f}", flush=True)
 

@@ -16,6 +16,7 @@ _BASE_ANCHORS = ((1.25, 1.625), (2.0, 3.75), (4.125, 2.875))
 
 BIN_WIDTH, BIN_WIDTH_MAX = 1.0, 4.0  # DetectDFL: grid cells per DFL bin (YOLOv8's), and the most allowed
 REG_MAX = 16  # DetectDFL: DFL bins per box side (YOLOv8's)
+CLS_BRANCHES = ("conv", "dw")  # DetectDFL class branch: two 3x3 convs, or depthwise-separable ones
 
 
 def check_bin_width(value: object, where: str) -> float:
@@ -128,16 +129,20 @@ class DetectDFL(Detect):
     (B, N, 5 + nc) layout as Detect, so NMS, val and detect need no changes: column 4 holds
     the best class score and the class columns are divided by it, so obj * cls is exactly
     the class score and NMS's objectness pre-filter still drops the empty cells.
-    YAML args: [nc, reg_max=16, bin width=1.0 grid cells] (the yolov5*-dfl configs: [nc, reg_max, dfl_bin]).
+    YAML args: [nc, reg_max=16, bin width=1.0 grid cells, class branch conv|dw] (the yolov5*-dfl configs:
+    [nc, reg_max, dfl_bin]; the -lite ones add dw, depthwise-separable class convs).
     """
 
     anchor_free = True
 
-    def __init__(self, nc: int, ch: list[int], reg_max: int = REG_MAX, bin_width: float = BIN_WIDTH):
+    def __init__(self, nc: int, ch: list[int], reg_max: int = REG_MAX, bin_width: float = BIN_WIDTH,
+                 cls_branch: str = "conv"):
         nn.Module.__init__(self)
         if reg_max < 2:
             raise ValueError(f"DetectDFL: reg_max must be >= 2, got {reg_max}")
-        from models.blocks import Conv
+        if cls_branch not in CLS_BRANCHES:
+            raise ValueError(f"DetectDFL: class branch {cls_branch!r}: choose {' or '.join(CLS_BRANCHES)}")
+        from models.blocks import Conv, DWConv
 
         self.nc, self.nl, self.na, self.reg_max = nc, len(ch), 1, int(reg_max)
         self.no = nc + 5  # eval-mode output width (Detect's layout)
@@ -153,8 +158,12 @@ class DetectDFL(Detect):
         c3 = max(ch[0], min(nc, 100))                 # class branch width
         self.box = nn.ModuleList(nn.Sequential(Conv(c, c2, 3), Conv(c2, c2, 3),
                                                nn.Conv2d(c2, 4 * self.reg_max, 1)) for c in ch)
-        self.cls = nn.ModuleList(nn.Sequential(Conv(c, c3, 3), Conv(c3, c3, 3),
-                                               nn.Conv2d(c3, nc, 1)) for c in ch)
+        if cls_branch == "dw":  # depthwise-separable 3x3s (YOLO11's class branch): ~1/9 of the FLOPs at P3
+            self.cls = nn.ModuleList(nn.Sequential(DWConv(c, c, 3), Conv(c, c3, 1), DWConv(c3, c3, 3), Conv(c3, c3, 1),
+                                                   nn.Conv2d(c3, nc, 1)) for c in ch)
+        else:
+            self.cls = nn.ModuleList(nn.Sequential(Conv(c, c3, 3), Conv(c3, c3, 3),
+                                                   nn.Conv2d(c3, nc, 1)) for c in ch)
         self._grids = {}
 
     def set_bin_width(self, bin_width: float) -> None:
@@ -211,4 +220,5 @@ class DetectDFL(Detect):
         nc = args[0]
         reg_max = int(args[1]) if len(args) > 1 else REG_MAX
         bin_width = args[2] if len(args) > 2 else BIN_WIDTH
-        return cls(nc, ch, reg_max, bin_width), 0
+        cls_branch = str(args[3]) if len(args) > 3 else "conv"
+        return cls(nc, ch, reg_max, bin_width, cls_branch), 0

@@ -267,6 +267,29 @@ def test_reg_max_sizes_the_box_branch_and_needs_a_dfl_head():
         Model("yolov5n.yaml", reg_max=8)
 
 
+def test_lite_class_branch_is_depthwise_separable():
+    """yolov5n-dfl-lite: every 3x3 of the class tower is a depthwise 3x3 + 1x1; the box branch, neck and
+    backbone are yolov5n-dfl's. Parameters counted by hand; the same outputs shapes; fuses."""
+    full, lite = Model("yolov5n-dfl.yaml", nc=6, reg_max=8), Model("yolov5n-dfl-lite.yaml", nc=6, reg_max=8)
+    n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    conv_bn = lambda c1, c2, k, g=1: c1 // g * c2 * k * k + 2 * c2  # noqa: E731  (bias-free conv + BN)
+    c3 = 64  # max(ch[0], nc): the P3 width at n scale
+    by_hand = sum(conv_bn(c, c, 3, c) + conv_bn(c, c3, 1) + conv_bn(c3, c3, 3, c3) + conv_bn(c3, c3, 1)
+                  + c3 * 6 + 6 for c in (64, 128, 256))
+    assert n(lite.detect.cls) == by_hand
+    assert n(lite) - n(lite.detect.cls) == n(full) - n(full.detect.cls)
+    assert lite.info(320)["gflops"] < 0.81 * full.info(320)["gflops"]  # 1.53 -> 1.22 at 320 for 6 classes
+    x = torch.rand(1, 3, 64, 96)
+    lite.eval()
+    with torch.no_grad():
+        y = lite(x)
+        torch.testing.assert_close(lite.fuse()(x), y, rtol=1e-3, atol=1e-3)
+    assert y.shape == (1, 8 * 12 + 4 * 6 + 2 * 3, 11)
+    with pytest.raises(ValueError, match="class branch 'sep': choose conv or dw"):
+        bad = [[17, 20, 23], 1, "DetectDFL", ["nc", "reg_max", 1.0, "sep"]]
+        Model({**lite.yaml, "head": lite.yaml["head"][:-1] + [bad]})
+
+
 def test_model_builds_fuses_and_picks_tal():
     m = _model()
     assert m.yaml["assigner"] == "tal" and m.stride.tolist() == [8.0, 16.0, 32.0]
