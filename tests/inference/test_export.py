@@ -38,6 +38,9 @@ CORE = ("yolov5.yaml", "yolov5-dfl.yaml", "yolov5-p2.yaml", "yolov5-p2-dfl.yaml"
 ALL = sorted(p.name for p in (ROOT / "configs/models").glob("*.yaml"))
 CFGS = [pytest.param(re.sub(r"^(yolov\d+)", r"\1n", c), id=c[:-5], marks=() if c in CORE else pytest.mark.slow)
         for c in sorted(ALL, key=lambda c: c not in CORE)]
+# at seed 0 this model's head saturates several scores at exactly 1.0: NMS may then keep either of two tied,
+# overlapping boxes, and the exports and PyTorch legitimately differ; another draw has no ties
+TIE_FREE_SEED = {"yolov5n-dfl-lite.yaml": 2}
 CONF = 0.5  # well inside the spread of the scores below: many boxes pass, many do not
 
 
@@ -88,7 +91,7 @@ def save_weights(m: Model, path: Path) -> Path:
 @pytest.fixture(scope="module", params=CFGS)
 def exported(request, tmp_path_factory):
     """Per config: the fused PyTorch model and its dynamic ONNX / TorchScript exports at 64 px."""
-    model = lively_model(request.param)
+    model = lively_model(request.param, TIE_FREE_SEED.get(request.param, 0))
     files = export.run(save_weights(model, tmp_path_factory.mktemp("exp") / "w.pt"), imgsz=64, dynamic=True)
     return model.fuse(), files
 
