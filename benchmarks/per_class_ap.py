@@ -10,33 +10,18 @@ val/predictions.json; any tool's COCO results list works), so that two models ca
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 from pathlib import Path
+from typing import Any
 
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
+from utils.eval.coco import coco_eval, load_gt
 
 
-def per_class_ap(gt: COCO, preds: list[dict]) -> dict[str, tuple[float, float]]:
-    """{class name: (AP, AP50)}; -1 where the val split has no box of the class."""
-    out = {}
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
-        dt = gt.loadRes(preds) if preds else None
-    for cid in sorted(gt.getCatIds()):
-        name = gt.loadCats(cid)[0]["name"]
-        if dt is None:
-            out[name] = (0.0, 0.0) if gt.getAnnIds(catIds=[cid]) else (-1.0, -1.0)
-            continue
-        ev = COCOeval(gt, dt, "bbox")
-        ev.params.catIds = [cid]
-        with contextlib.redirect_stdout(io.StringIO()):
-            ev.evaluate()
-            ev.accumulate()
-            ev.summarize()
-        out[name] = (float(ev.stats[0]), float(ev.stats[1]))
-    return out
+def per_class_ap(gt: Any, preds: list[dict]) -> dict[str, tuple[float, float]]:
+    """{class name: (AP, AP50)} of a pycocotools COCO ground truth (utils.eval.coco.load_gt); -1 where the
+    val split has no box of the class. One COCOeval pass, the same one val.py reports from."""
+    per = coco_eval(gt, preds)["per_class"]
+    return {gt.loadCats(c)[0]["name"]: (per[c]["AP"], per[c]["AP50"]) for c in sorted(gt.getCatIds())}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -48,8 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     names = a.names or [f.parent.parent.name if f.parent.name == "val" else f.stem for f in a.preds]
     if len(names) != len(a.preds):
         p.error(f"--names: {len(names)} names for {len(a.preds)} results files")
-    with contextlib.redirect_stdout(io.StringIO()):
-        gt = COCO(str(a.gt))
+    gt = load_gt(a.gt)
     tables = [per_class_ap(gt, json.loads(f.read_text())) for f in a.preds]
     print("| class | val boxes | " + " | ".join(f"{n} AP / AP50" for n in names) + " |")
     print("|---|---|" + "---|" * len(names))

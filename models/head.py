@@ -158,12 +158,12 @@ class DetectDFL(Detect):
         c3 = max(ch[0], min(nc, 100))                 # class branch width
         self.box = nn.ModuleList(nn.Sequential(Conv(c, c2, 3), Conv(c2, c2, 3),
                                                nn.Conv2d(c2, 4 * self.reg_max, 1)) for c in ch)
-        if cls_branch == "dw":  # depthwise-separable 3x3s (YOLO11's class branch): ~1/9 of the FLOPs at P3
-            self.cls = nn.ModuleList(nn.Sequential(DWConv(c, c, 3), Conv(c, c3, 1), DWConv(c3, c3, 3), Conv(c3, c3, 1),
-                                                   nn.Conv2d(c3, nc, 1)) for c in ch)
-        else:
-            self.cls = nn.ModuleList(nn.Sequential(Conv(c, c3, 3), Conv(c3, c3, 3),
-                                                   nn.Conv2d(c3, nc, 1)) for c in ch)
+
+        def cls_conv(c1: int, c2: int) -> nn.Module:
+            """One 3x3 of the class tower; dw: depthwise 3x3 + 1x1 (YOLO11's), ~1/9 of the FLOPs at P3."""
+            return nn.Sequential(DWConv(c1, c1, 3), Conv(c1, c2, 1)) if cls_branch == "dw" else Conv(c1, c2, 3)
+
+        self.cls = nn.ModuleList(nn.Sequential(cls_conv(c, c3), cls_conv(c3, c3), nn.Conv2d(c3, nc, 1)) for c in ch)
         self._grids = {}
 
     def set_bin_width(self, bin_width: float) -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from pycocotools.coco import COCO
 
 from benchmarks.per_class_ap import main, per_class_ap
+from utils.eval.coco import load_gt
 
 
 def gt_file(tmp_path):
@@ -27,12 +27,12 @@ def test_each_class_scored_alone(tmp_path, capsys):
     # both cars found exactly; the bus predicted as a car, at a lower score than the true cars
     preds = [{"image_id": a["image_id"], "category_id": 3, "bbox": a["bbox"], "score": 0.9} for a in anns[::2]]
     preds.append({"image_id": 1, "category_id": 3, "bbox": anns[1]["bbox"], "score": 0.5})
-    got = per_class_ap(COCO(str(path)), preds)
+    got = per_class_ap(load_gt(path), preds)
     assert got["car"] == pytest.approx((1.0, 1.0))  # the false positive ranks below every true one
     assert got["bus"] == (0.0, 0.0) and got["truck"] == (-1.0, -1.0)  # missed; no val box at all
     # the bus found, scored above the cars: its class alone is perfect, the car ranking unchanged
     preds.append({"image_id": 1, "category_id": 7, "bbox": anns[1]["bbox"], "score": 0.95})
-    got = per_class_ap(COCO(str(path)), preds)
+    got = per_class_ap(load_gt(path), preds)
     assert got["bus"] == pytest.approx((1.0, 1.0)) and got["car"] == pytest.approx((1.0, 1.0))
     pred_path = tmp_path / "p.json"
     pred_path.write_text(json.dumps(preds))
