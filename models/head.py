@@ -129,19 +129,23 @@ class DetectDFL(Detect):
     (B, N, 5 + nc) layout as Detect, so NMS, val and detect need no changes: column 4 holds
     the best class score and the class columns are divided by it, so obj * cls is exactly
     the class score and NMS's objectness pre-filter still drops the empty cells.
-    YAML args: [nc, reg_max=16, bin width=1.0 grid cells, class branch conv|dw] (the yolov5*-dfl configs:
-    [nc, reg_max, dfl_bin]; the -lite ones add dw, depthwise-separable class convs).
+    YAML args: [nc, reg_max=16, bin width=1.0 grid cells, class branch conv|dw, or a list of one per level]
+    (the yolov5*-dfl configs: [nc, reg_max, dfl_bin]; the -lite ones add dw, depthwise-separable class convs).
     """
 
     anchor_free = True
 
     def __init__(self, nc: int, ch: list[int], reg_max: int = REG_MAX, bin_width: float = BIN_WIDTH,
-                 cls_branch: str = "conv"):
+                 cls_branch: str | list[str] = "conv"):
         nn.Module.__init__(self)
         if reg_max < 2:
             raise ValueError(f"DetectDFL: reg_max must be >= 2, got {reg_max}")
-        if cls_branch not in CLS_BRANCHES:
-            raise ValueError(f"DetectDFL: class branch {cls_branch!r}: choose {' or '.join(CLS_BRANCHES)}")
+        branches = [cls_branch] * len(ch) if isinstance(cls_branch, str) else list(cls_branch)
+        if len(branches) != len(ch):
+            raise ValueError(f"DetectDFL: {len(branches)} class branches {branches} for {len(ch)} levels")
+        for b in branches:
+            if b not in CLS_BRANCHES:
+                raise ValueError(f"DetectDFL: class branch {b!r}: choose {' or '.join(CLS_BRANCHES)}")
         from models.blocks import Conv, DWConv
 
         self.nc, self.nl, self.na, self.reg_max = nc, len(ch), 1, int(reg_max)
@@ -159,11 +163,12 @@ class DetectDFL(Detect):
         self.box = nn.ModuleList(nn.Sequential(Conv(c, c2, 3), Conv(c2, c2, 3),
                                                nn.Conv2d(c2, 4 * self.reg_max, 1)) for c in ch)
 
-        def cls_conv(c1: int, c2: int) -> nn.Module:
+        def cls_conv(c1: int, c2: int, branch: str) -> nn.Module:
             """One 3x3 of the class tower; dw: depthwise 3x3 + 1x1 (YOLO11's), ~1/9 of the FLOPs at P3."""
-            return nn.Sequential(DWConv(c1, c1, 3), Conv(c1, c2, 1)) if cls_branch == "dw" else Conv(c1, c2, 3)
+            return nn.Sequential(DWConv(c1, c1, 3), Conv(c1, c2, 1)) if branch == "dw" else Conv(c1, c2, 3)
 
-        self.cls = nn.ModuleList(nn.Sequential(cls_conv(c, c3), cls_conv(c3, c3), nn.Conv2d(c3, nc, 1)) for c in ch)
+        self.cls = nn.ModuleList(nn.Sequential(cls_conv(c, c3, b), cls_conv(c3, c3, b), nn.Conv2d(c3, nc, 1))
+                                 for c, b in zip(ch, branches))
         self._grids = {}
 
     def set_bin_width(self, bin_width: float) -> None:
@@ -220,5 +225,6 @@ class DetectDFL(Detect):
         nc = args[0]
         reg_max = int(args[1]) if len(args) > 1 else REG_MAX
         bin_width = args[2] if len(args) > 2 else BIN_WIDTH
-        cls_branch = str(args[3]) if len(args) > 3 else "conv"
+        cls_branch = args[3] if len(args) > 3 else "conv"  # one for all levels, or a list with one per level
+        cls_branch = [str(b) for b in cls_branch] if isinstance(cls_branch, list) else str(cls_branch)
         return cls(nc, ch, reg_max, bin_width, cls_branch), 0

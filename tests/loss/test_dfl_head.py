@@ -290,6 +290,26 @@ def test_lite_class_branch_is_depthwise_separable():
         Model({**lite.yaml, "head": lite.yaml["head"][:-1] + [bad]})
 
 
+def test_class_branch_per_level():
+    """A list picks each level's class branch: [conv, dw, dw, dw] on the P2 model is the full tower on P2 and
+    the depthwise one on P3-P5, level by level the same modules as the all-conv and all-dw heads."""
+    full, lite = Model("yolov5n-p2-dfl.yaml", nc=6, reg_max=4), Model("yolov5n-p2-dfl-lite.yaml", nc=6, reg_max=4)
+    head = lite.yaml["head"][-1]  # [from, n, DetectDFL, [nc, reg_max, dfl_bin, branch]]
+
+    def with_branches(branches: list[str]) -> Model:
+        return Model({**lite.yaml, "head": lite.yaml["head"][:-1] + [[*head[:3], [*head[3][:3], branches]]]})
+
+    mixed = with_branches(["conv", "dw", "dw", "dw"])
+    n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert [n(m) for m in mixed.detect.cls] == [n(full.detect.cls[0])] + [n(m) for m in lite.detect.cls[1:]]
+    assert [type(m[0]) for m in mixed.detect.cls] == [type(full.detect.cls[0][0])] + [type(lite.detect.cls[1][0])] * 3
+    assert Model(mixed.yaml).detect.cls[0][0].conv.kernel_size == (3, 3)  # checkpoints rebuild from the YAML
+    with pytest.raises(ValueError, match=r"3 class branches \['conv', 'dw', 'dw'\] for 4 levels"):
+        with_branches(["conv", "dw", "dw"])
+    with pytest.raises(ValueError, match="class branch 'sep': choose conv or dw"):
+        with_branches(["conv", "sep", "dw", "dw"])
+
+
 def test_model_builds_fuses_and_picks_tal():
     m = _model()
     assert m.yaml["assigner"] == "tal" and m.stride.tolist() == [8.0, 16.0, 32.0]
