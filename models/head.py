@@ -140,7 +140,8 @@ class DetectDFL(Detect):
         nn.Module.__init__(self)
         if reg_max < 2:
             raise ValueError(f"DetectDFL: reg_max must be >= 2, got {reg_max}")
-        branches = [cls_branch] * len(ch) if isinstance(cls_branch, str) else list(cls_branch)
+        per_level = isinstance(cls_branch, (list, tuple))  # or one branch for every level
+        branches = [str(b) for b in cls_branch] if per_level else [str(cls_branch)] * len(ch)
         if len(branches) != len(ch):
             raise ValueError(f"DetectDFL: {len(branches)} class branches {branches} for {len(ch)} levels")
         for b in branches:
@@ -225,6 +226,4 @@ class DetectDFL(Detect):
         nc = args[0]
         reg_max = int(args[1]) if len(args) > 1 else REG_MAX
         bin_width = args[2] if len(args) > 2 else BIN_WIDTH
-        cls_branch = args[3] if len(args) > 3 else "conv"  # one for all levels, or a list with one per level
-        cls_branch = [str(b) for b in cls_branch] if isinstance(cls_branch, list) else str(cls_branch)
-        return cls(nc, ch, reg_max, bin_width, cls_branch), 0
+        return cls(nc, ch, reg_max, bin_width, args[3] if len(args) > 3 else "conv"), 0
