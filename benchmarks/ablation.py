@@ -72,11 +72,15 @@ ROWS: dict[str, tuple[str, str, str, str, list[str]]] = {
                        "yolov5n-p2-dfl-lite.yaml", "tal", "small-objects-dfl", ["tile=0", "tal_stal=true"]),
     "p2-dfl-mix-r4": ("p2-dfl-r4 with depthwise-separable class convs on P3-P5 only (yolov5n-p2-dfl-mix)",
                       "yolov5n-p2-dfl-mix.yaml", "tal", "small-objects-dfl", ["tile=0", "tal_stal=true"]),
+    "p2-dfl-fast-r4": ("p2-dfl-r4 with the stride-4 level as a side branch: a 1x1 fuse, no path back up "
+                       "(yolov5n-p2-dfl-fast)", "yolov5n-p2-dfl-fast.yaml", "tal", "small-objects-dfl",
+                       ["tile=0", "tal_stal=true"]),
 }
 # train.py options beyond the columns
 ROW_OPTIONS: dict[str, dict] = {"dfl-stal-fit": {"dfl_bin": "auto"}, "dfl-r8": {"reg_max": 8}, "dfl-r4": {"reg_max": 4},
                                 "p2-dfl-r4": {"reg_max": 4}, "dfl-lite-r8": {"reg_max": 8},
-                                "p2-dfl-lite-r4": {"reg_max": 4}, "p2-dfl-mix-r4": {"reg_max": 4}}
+                                "p2-dfl-lite-r4": {"reg_max": 4}, "p2-dfl-mix-r4": {"reg_max": 4},
+                                "p2-dfl-fast-r4": {"reg_max": 4}}
 
 
 def mark(out: Path) -> str:

@@ -28,9 +28,13 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import torch
+
+if TYPE_CHECKING:
+    from utils.engine.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,21 +46,31 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def build_trainer(data: str, cfg: str, imgsz: int, batch: int, workers: int, project: str,
+                  device: torch.device = torch.device("cpu"), amp: bool = True, reg_max: int | None = None,
+                  hyp: str | None = None, hyp_set: list[str] | None = None) -> Trainer:
+    """train.py's Trainer for one epoch of ``data``, its run folder under ``project``, in train mode."""
+    from utils.config import repo_path, resolve
+    from utils.data.config import load_data_config
+    from utils.engine.build import build_run
+
+    loaded = load_data_config(repo_path(data))
+    opt = resolve({"data": data, "cfg": cfg, "imgsz": imgsz, "batch_size": batch, "epochs": 1, "workers": workers,
+                   "noplots": True, "noautoanchor": True, "project": project, "name": "train", "no_amp": not amp,
+                   "reg_max": reg_max, "hyp": hyp, "hyp_set": hyp_set}, loaded)
+    trainer, _ = build_run(opt, loaded, device, -1, 1, None)
+    trainer.model.train()
+    return trainer
+
+
 def our_train_speed(data: str, cfg: str, imgsz: int, batch: int, batches: int, warmup: int,
                     workers: int, device: torch.device = torch.device("cpu"), amp: bool = True,
                     reg_max: int | None = None) -> float:
     """Images/s of the training step as train.py runs it, median over timed batches."""
-    from utils.config import repo_path, resolve
-    from utils.data.config import load_data_config
-    from utils.engine.build import build_run
     from utils.engine.optim import apply_lr
 
-    loaded = load_data_config(repo_path(data))
-    opt = resolve({"data": data, "cfg": cfg, "imgsz": imgsz, "batch_size": batch, "epochs": 1, "workers": workers,
-                   "noplots": True, "noautoanchor": True, "project": tempfile.mkdtemp(prefix="speed-"),
-                   "name": "train", "no_amp": not amp, "reg_max": reg_max}, loaded)
-    trainer, _ = build_run(opt, loaded, device, -1, 1, None)
-    trainer.model.train()
+    trainer = build_trainer(data, cfg, imgsz, batch, workers, tempfile.mkdtemp(prefix="speed-"), device, amp,
+                            reg_max)
     times: list[float] = []
     it = iter(trainer.train_loader)
     for i in range(warmup + batches):

@@ -204,8 +204,14 @@ class DetectDFL(Detect):
 
     def distances(self, logits: torch.Tensor) -> torch.Tensor:
         """(..., 4 * reg_max) bin logits -> (..., 4) expected ltrb distances in grid units."""
-        p = logits.unflatten(-1, (4, self.reg_max)).softmax(-1)
-        return p @ self.bins.to(p.dtype)
+        x = logits.unflatten(-1, (4, self.reg_max))
+        bins = self.bins.to(x.dtype)
+        if self.reg_max >= 16 or x.device.type != "cpu":
+            return x.softmax(-1) @ bins
+        # PyTorch's CPU softmax is slow over a last dim this short: with the bins first, the P2 model's
+        # batch of 16 x 8,500 cells at reg_max 4 takes 16 ms forward and backward instead of 72 (timed on
+        # the CPU only, so CUDA keeps the plain form)
+        return (x.movedim(-1, 0).softmax(0) * bins.view(-1, *[1] * (x.dim() - 1))).sum(0)
 
     def decode(self, raw: list[torch.Tensor]) -> torch.Tensor:
         out = []

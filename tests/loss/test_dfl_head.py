@@ -219,9 +219,28 @@ def test_dfl_loss_against_definition():
     assert float(dfl_loss(sharp, torch.full((1, 4), 3.0, dtype=torch.float64))) < 1e-6
 
 
-def _model(nc: int = 3) -> Model:
+def _model(nc: int = 3, reg_max: int | None = None) -> Model:
     torch.manual_seed(0)
-    return Model("yolov5n-dfl.yaml", nc=nc)
+    return Model("yolov5n-dfl.yaml", nc=nc, reg_max=reg_max)
+
+
+@pytest.mark.parametrize("reg_max", [4, 8, 16])
+def test_distances_are_the_expected_bin_under_a_softmax(reg_max):
+    """Short bin counts take a faster layout (bins first); value and gradient must not change."""
+    det = _model(reg_max=reg_max).detect
+    det.set_bin_width(0.5)
+    for shape in ((2, 7), (5,)):
+        logits = torch.randn(*shape, 4 * reg_max, dtype=torch.float64, requires_grad=True)
+        d = det.distances(logits)
+        sides = logits.detach().reshape(-1, reg_max).tolist()  # 4 sides of reg_max bins per row, in order
+        p = [[math.exp(v) for v in side] for side in sides]
+        want = [sum(0.5 * k * e for k, e in enumerate(side)) / sum(side) for side in p]
+        torch.testing.assert_close(d.reshape(-1), torch.tensor(want, dtype=torch.float64))
+        w = torch.randn_like(d)
+        (g,) = torch.autograd.grad((d * w).sum(), logits)
+        x = logits.detach().unflatten(-1, (4, reg_max))
+        ref = x.softmax(-1) * (det.bins.double() - (x.softmax(-1) * det.bins.double()).sum(-1, keepdim=True))
+        torch.testing.assert_close(g, (ref * w[..., None]).flatten(-2))  # d/dx_k E[b] = p_k (b_k - E[b])
 
 
 def test_head_decodes_distances_and_scores():
@@ -333,9 +352,10 @@ def test_dfl_loss_needs_an_anchor_free_assigner_and_head():
         DFLLoss(Model("yolov5n.yaml", nc=3), FULL)
 
 
-@pytest.mark.parametrize("name, bin_width", [("tal", 1.0), ("atss", 1.0), ("tal", 0.4)])
-def test_dfl_loss_total_against_slow_reference(name, bin_width):
-    m = _model().double().train()
+@pytest.mark.parametrize("name, bin_width, reg_max", [("tal", 1.0, None), ("atss", 1.0, None), ("tal", 0.4, None),
+                                                       ("tal", 1.0, 4)])
+def test_dfl_loss_total_against_slow_reference(name, bin_width, reg_max):
+    m = _model(reg_max=reg_max).double().train()
     m.detect.set_bin_width(bin_width)  # --dfl-bin: bin k is k * bin_width grid cells
     x = torch.rand(2, 3, 64, 64, dtype=torch.float64)
     targets = torch.tensor([[0, 0, 20, 20, 4, 5], [1, 2, 40, 30, 30, 20], [1, 1, 10, 50, 12, 8]],
@@ -404,6 +424,37 @@ def test_dfl_loss_total_against_slow_reference(name, bin_width):
     want = torch.tensor([7.5 * box / wsum, 1.5 * dfl / wsum, 0.5 * bce / ssum], dtype=torch.float64)
     torch.testing.assert_close(items, want, rtol=1e-6, atol=1e-8)
     torch.testing.assert_close(total, want.sum() * 2)
+
+
+@pytest.mark.parametrize("reg_max", [4, 16])
+def test_dfl_loss_gradient_matches_finite_differences(reg_max):
+    """The loss decodes every cell's box without a gradient (for the assigner) and the positives' boxes
+    again with one: with the assignment held fixed, its gradient must be the whole function's. The box term
+    is NWD alone here: CIoU's aspect weight is held out of the gradient on purpose (utils/boxes.py)."""
+    m = _model(reg_max=reg_max).double().train()
+    preds = [p.detach().requires_grad_() for p in m(torch.rand(2, 3, 64, 64, dtype=torch.float64))]
+    targets = torch.tensor([[0, 0, 20, 20, 4, 5], [1, 2, 40, 30, 30, 20], [1, 1, 10, 50, 12, 8]],
+                           dtype=torch.float64)
+    loss = build_loss(m, {**FULL, "dfl_min_w": 0.2, "nwd": 1.0}, 64)
+    assigner, fixed = loss.assigner, []
+
+    def frozen(*args, **kwargs):  # targets come from detached predictions: hold them for the finite differences
+        if not fixed:
+            fixed.append(assigner(*args, **kwargs))
+        return fixed[0]
+
+    loss.assigner = frozen
+    total, _ = loss(preds, targets)
+    assert fixed[0].fg.any()
+    grads = torch.autograd.grad(total, preds)
+    torch.manual_seed(2)
+    for _ in range(3):
+        v = [torch.randn_like(p) for p in preds]
+        with torch.no_grad():
+            hi = loss([p + 1e-6 * u for p, u in zip(preds, v)], targets)[0]
+            lo = loss([p - 1e-6 * u for p, u in zip(preds, v)], targets)[0]
+        slope = sum((g * u).sum() for g, u in zip(grads, v))
+        torch.testing.assert_close(slope, (hi - lo) / 2e-6, rtol=1e-6, atol=1e-9)
 
 
 def test_close_mosaic_turns_mosaic_off_for_the_last_epochs():
@@ -485,6 +536,25 @@ def test_p2_dfl_variant_has_a_stride_4_level():
     assert m.stride.tolist() == [4.0, 8.0, 16.0, 32.0] and m.yaml["assigner"] == "tal"
     with torch.no_grad():
         assert m(torch.rand(1, 3, 64, 64)).shape == (1, 16 * 16 + 8 * 8 + 4 * 4 + 2 * 2, 7)
+
+
+def test_p2_fast_is_yolov5_dfl_with_a_stride_4_side_branch():
+    """yolov5n-p2-dfl-fast: yolov5n-dfl's backbone and PAN unchanged, plus a 1x1 conv over [upsampled P3,
+    backbone P2] feeding a stride-4 head level; nothing flows back up from it."""
+    def shapes(mods):
+        return [tuple(p.shape) for m in mods for p in m.parameters()]
+
+    fast, base = Model("yolov5n-p2-dfl-fast.yaml", nc=6, reg_max=4), Model("yolov5n-dfl.yaml", nc=6, reg_max=4)
+    assert fast.stride.tolist() == [4.0, 8.0, 16.0, 32.0]
+    assert shapes(fast.model[:18]) == shapes(base.model[:18])        # backbone and the top-down path to P3
+    assert shapes(fast.model[22:28]) == shapes(base.model[18:24])    # P3 -> P4 -> P5, from P3 itself
+    assert fast.model[22].f == 17 and fast.detect.f == [21, 17, 24, 27]
+    p2 = fast.model[21].conv
+    assert (p2.kernel_size, p2.in_channels, p2.out_channels) == ((1, 1), 64, 32)
+    # the head is yolov5n-p2-dfl's (whose class towers take the width of the stride-4 input)
+    assert shapes([fast.detect]) == shapes([Model("yolov5n-p2-dfl.yaml", nc=6, reg_max=4).detect])
+    with torch.no_grad():
+        assert fast.eval()(torch.rand(1, 3, 64, 64)).shape == (1, 16 * 16 + 8 * 8 + 4 * 4 + 2 * 2, 4 + 1 + 6)
 
 
 def test_loss_grid_matches_the_head_points():

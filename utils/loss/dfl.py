@@ -32,7 +32,7 @@ def dfl_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """(N, 4, R) bin logits, (N, 4) distances in bins within [0, R - 1) -> (N,) mean over sides."""
     left = target.long()
     w_right = target - left
-    logp = logits.float().log_softmax(-1)
+    logp = logits.to(torch.promote_types(logits.dtype, torch.float32)).log_softmax(-1)  # fp16 up, fp64 kept
     nll_l = -logp.gather(-1, left.unsqueeze(-1)).squeeze(-1)
     nll_r = -logp.gather(-1, (left + 1).unsqueeze(-1)).squeeze(-1)
     return ((1 - w_right) * nll_l + w_right * nll_r).mean(-1)
@@ -76,6 +76,11 @@ class DFLLoss:
             return self.warmup_assigner
         return self.assigner
 
+    def _boxes(self, logits: torch.Tensor, points: torch.Tensor, strides: torch.Tensor) -> torch.Tensor:
+        """xyxy pixel boxes of the cells at ``points`` (pixels, one stride each) from their bin logits."""
+        d = self.det.distances(logits) * strides[..., None]  # ltrb pixels
+        return torch.cat((points - d[..., :2], points + d[..., 2:]), -1)
+
     def __call__(self, preds: list[torch.Tensor], targets: torch.Tensor
                  ) -> tuple[torch.Tensor, torch.Tensor]:
         bsz, dev = preds[0].shape[0], preds[0].device
@@ -86,28 +91,29 @@ class DFLLoss:
         dist_logits, cls_logits = raw[..., :r4], raw[..., r4:]
         grid = self._grids.get(preds, dt)
         points, strides = grid.xy, grid.stride
-        d = self.det.distances(dist_logits) * strides[:, None]  # ltrb pixels
-        pbox = torch.cat((points - d[..., :2], points + d[..., 2:]), -1)
+        with torch.no_grad():  # every cell's box feeds the assigner; only positives' boxes need a gradient
+            pbox = self._boxes(dist_logits, points, strides)
 
         gt_boxes, gt_cls, gt_mask = checked_targets(targets, bsz, self.nc, dev, dt)
         t = self.active_assigner(grid, gt_boxes, gt_mask, gt_cls=gt_cls, pred_scores=cls_logits.detach().sigmoid(),
-                          pred_boxes=pbox.detach())
+                          pred_boxes=pbox)
         score_sum = t.scores.sum().clamp(min=1.0)
 
         lcls = bce(cls_logits, t.scores).sum() / score_sum
         lbox = ldfl = torch.zeros((), device=dev, dtype=dt)
         if t.fg.any():
             weight = t.scores.sum(-1)[t.fg].clamp(min=self.min_w)
-            pb, tb = pbox[t.fg], t.boxes[t.fg]
-            err = 1 - box_quality(pb, tb, self.nwd_w, self.nwd_c)
+            tb = t.boxes[t.fg]
+            pt, st = points.expand(bsz, -1, -1)[t.fg], strides.expand(bsz, -1)[t.fg]
+            fg_logits = dist_logits[t.fg]
+            err = 1 - box_quality(self._boxes(fg_logits, pt, st), tb, self.nwd_w, self.nwd_c)
             # a weighted mean over positives: the floor (dfl_min_w) must not inflate the loss
             wsum = weight.sum().clamp(min=1.0)
             lbox = (err * weight).sum() / wsum
-            pt, st = points.expand(bsz, -1, -1)[t.fg], strides.expand(bsz, -1)[t.fg]
             # target distances in bins (grid cells / bin width), kept inside the last bin
             ltrb = torch.cat((pt - tb[:, :2], tb[:, 2:] - pt), -1) / (st[:, None] * self.det.bin_width)
             ltrb = ltrb.clamp(0, self.reg_max - 1 - 0.01)
-            lg = dist_logits[t.fg].unflatten(-1, (4, self.reg_max))
+            lg = fg_logits.unflatten(-1, (4, self.reg_max))
             ldfl = (dfl_loss(lg, ltrb) * weight).sum() / wsum
 
         lbox, lcls, ldfl = lbox * self.box_gain, lcls * self.cls_gain, ldfl * self.dfl_gain
