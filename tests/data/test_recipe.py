@@ -12,10 +12,12 @@ import numpy as np
 import pytest
 import yaml
 
+from models.yolo import Model
+from train import parse_opt
 from utils.data.coco import DatasetError
 from utils.data.config import load_data_config
-from utils.data.recipe import (Sizes, decide, decide_from_sizes, fit_dfl_bin, image_slice, read_sizes,
-                               slice_arg)
+from utils.data.recipe import (P2_ADVICE, Sizes, decide, decide_from_sizes, fit_dfl_bin, image_slice,
+                               read_sizes, slice_arg)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -82,7 +84,11 @@ def test_large_images_whose_boxes_stay_large_are_not_tiled_and_p2_advice(tmp_pat
     r = decide(write_coco(tmp_path, [(640, 640)] * 6, boxes), 320)
     assert (r.tile, r.slice, r.p2) == (0.0, 0, True)
     assert "P2 head advised: the model sees 33% of the boxes under 16 px" in r.summary()
-    assert "--cfg yolov5n-p2-dfl.yaml" in r.summary()
+    assert f"e.g. {P2_ADVICE}" in r.summary()
+    # the advice is flags train.py takes, naming a P2 model that builds with them
+    opt = parse_opt(["--data", "x.yaml", *P2_ADVICE.split()])
+    model = Model(opt.cfg, nc=1, reg_max=opt.reg_max)
+    assert len(model.stride) == 4 and model.stride[0] == 4 and opt.reg_max == 4
 
 
 def test_sizes_come_from_the_json_or_the_file_header_and_bad_records_are_skipped(tmp_path):

@@ -41,7 +41,8 @@ OVERLAP_MIN, OVERLAP_MAX, OVERLAP_STEP = 0.1, 0.5, 0.1
 EDGES = (8, 16, 32)  # the shares printed: boxes under 8 / 16 / 32 px
 DFL_COVER, DFL_STEP = 99, 0.05  # percentile of box edges the finest level must reach; bin width step
 DFL_MIN_REACH = 2.0  # cells: a tiny box widened by STAL to twice the finest stride
-P2_CFG = "yolov5n-p2-dfl.yaml"  # the P2-P5 model that won the head-to-head (README, Small objects)
+# the P2-P5 model that beat yolov5nu at its compute on both shared sets (README, Small objects)
+P2_ADVICE = "--cfg yolov5n-p2-dfl.yaml --reg-max 4"
 
 
 @dataclass
@@ -186,7 +187,7 @@ def decide_from_sizes(s: Sizes, imgsz: int) -> Recipe:
     if p2:
         reasons.append(f"P2 head advised: the model sees {seen_tiny:.0%} of the boxes under {TINY} px ({where}; "
                        f"under {'/'.join(map(str, EDGES))} px: {_shares(seen)}) >= {P2_SHARE:.0%}: add a "
-                       f"stride-4 level, e.g. --cfg {P2_CFG}")
+                       f"stride-4 level, e.g. {P2_ADVICE}")
     else:
         reasons.append(f"no P2 head needed: the model sees {seen_tiny:.0%} of the boxes under {TINY} px ({where}; "
                        f"under {'/'.join(map(str, EDGES))} px: {_shares(seen)}) < {P2_SHARE:.0%}")
