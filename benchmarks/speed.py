@@ -69,26 +69,27 @@ def our_train_speed(data: str, cfg: str, imgsz: int, batch: int, batches: int, w
     """Images/s of the training step as train.py runs it, median over timed batches."""
     from utils.engine.optim import apply_lr
 
-    trainer = build_trainer(data, cfg, imgsz, batch, workers, tempfile.mkdtemp(prefix="speed-"), device, amp,
-                            reg_max)
     times: list[float] = []
-    it = iter(trainer.train_loader)
-    for i in range(warmup + batches):
-        try:
-            imgs, targets, _, _ = next(it)
-        except StopIteration:
-            it = iter(trainer.train_loader)
-            imgs, targets, _, _ = next(it)
-        _sync(device)
-        t0 = time.perf_counter()
-        apply_lr(trainer.optimizer, trainer.hyp, trainer.lf, 0, i, trainer.nw, trainer.nb, trainer.sgd)
-        with torch.autocast("cuda", enabled=trainer.amp):
-            loss, _ = trainer.loss_fn(trainer.model(trainer.preprocess(imgs)), targets.to(device))
-        trainer.scaler.scale(loss).backward()
-        trainer._step()
-        _sync(device)
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
+    with tempfile.TemporaryDirectory(prefix="speed-") as project:  # the run folder build_run writes
+        trainer = build_trainer(data, cfg, imgsz, batch, workers, project, device, amp, reg_max)
+        it = iter(trainer.train_loader)
+        for i in range(warmup + batches):
+            try:
+                imgs, targets, _, _ = next(it)
+            except StopIteration:
+                it = iter(trainer.train_loader)
+                imgs, targets, _, _ = next(it)
+            _sync(device)
+            t0 = time.perf_counter()
+            apply_lr(trainer.optimizer, trainer.hyp, trainer.lf, 0, i, trainer.nw, trainer.nb, trainer.sgd)
+            with torch.autocast("cuda", enabled=trainer.amp):
+                loss, _ = trainer.loss_fn(trainer.model(trainer.preprocess(imgs)), targets.to(device))
+            trainer.scaler.scale(loss).backward()
+            trainer._step()
+            _sync(device)
+            if i >= warmup:
+                times.append(time.perf_counter() - t0)
+        del it  # stop the loader workers before their run folder goes
     # time to fetch a batch is left out above: with workers > 0 the loader runs alongside the step
     return batch / statistics.median(times)
 
