@@ -122,13 +122,14 @@ def latency_images(data: dict, n: int) -> list[Path]:
 
 def peer_speed(python: str, coco: Path, imgsz: int, batch: int, threads: int, epochs: int, images: int,
                latency_images: int) -> dict:
-    out = Path(tempfile.mkdtemp(prefix="peer-speed-")) / "peer.json"
-    cmd = [python, str(PEER), "--coco", str(coco), "--model", "yolov5nu.yaml", "--epochs", str(epochs),
-           "--imgsz", str(imgsz), "--batch", str(batch), "--threads", str(threads), "--max-train", str(images),
-           "--latency-images", str(latency_images), "--workdir", str(out.parent), "--out", str(out)]
-    print("peer:", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    return json.loads(out.read_text())
+    with tempfile.TemporaryDirectory(prefix="peer-speed-") as work:  # its converted data set and run
+        out = Path(work) / "peer.json"
+        cmd = [python, str(PEER), "--coco", str(coco), "--model", "yolov5nu.yaml", "--epochs", str(epochs),
+               "--imgsz", str(imgsz), "--batch", str(batch), "--threads", str(threads), "--max-train", str(images),
+               "--latency-images", str(latency_images), "--workdir", work, "--out", str(out)]
+        print("peer:", " ".join(cmd), flush=True)
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        return json.loads(out.read_text())
 
 
 def main(argv: list[str] | None = None) -> dict:
