@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -100,10 +101,12 @@ def run_row(name: str, opt: argparse.Namespace) -> dict:
     # default.yaml is what train.py reads with no --hyp; naming it as a hyp file would outrank --recipe auto's tile
     hyp_arg = None if hyp == "default" else hyp_path
     hyp_set = [*hyp_set, *opt.hyp_set]
+    t0 = time.perf_counter()
     res = train.run(data=opt.data, cfg=cfg, assigner=assigner, hyp=hyp_arg, hyp_set=hyp_set or None,
                     epochs=opt.epochs, imgsz=opt.imgsz, batch_size=opt.batch, noval=True, noplots=True,
                     workers=opt.workers, project=opt.project, name=name, exist_ok=True, seed=opt.seed,
                     recipe=opt.recipe, cache=opt.cache, **ROW_OPTIONS.get(name, {}))
+    wall_s = time.perf_counter() - t0  # the whole train.run: loading, epochs, the final val
     m = res["metrics"]
     data = load_data_config(repo_path(opt.data))
     reg_max = ROW_OPTIONS.get(name, {}).get("reg_max")  # the head's size: GFLOPs and speed depend on it
@@ -111,6 +114,7 @@ def run_row(name: str, opt: argparse.Namespace) -> dict:
     row = {"row": name, "what": what, "cfg": cfg, "assigner": assigner, "hyp": hyp_path, "hyp_set": hyp_set,
            **({"options": ROW_OPTIONS[name]} if name in ROW_OPTIONS else {}),
            **{k: round(float(m[k]), 4) for k in ("AP", "AP50", "APs", "AP_tiny")},
+           "train_wall_min": round(wall_s / 60, 1),
            "params_M": round(info["params"] / 1e6, 3), "gflops": round(info["gflops"], 2),
            "train_img_per_s": round(our_train_speed(opt.data, cfg, opt.imgsz, opt.batch, opt.speed_batches, 2,
                                                     opt.workers, reg_max=reg_max), 2),
@@ -126,18 +130,23 @@ def _ap(v: float) -> str:
 
 def table(results: dict, out: Path) -> str:
     b = results["budget"]
-    lines = [mark(out), "",
-             f"Budget: {b['data']}, {b['epochs']} epochs at {b['imgsz']} px, batch {b['batch']}, seed {b['seed']}, "
-             f"{b['threads']} CPU threads, hyp overrides {' '.join(b.get('hyp_set') or []) or 'none'}"
-             f"{', --recipe ' + b['recipe'] if b.get('recipe') else ''}; "
-             f"speed columns: train at {b['imgsz']} px batch {b['batch']}, latency "
-             f"batch 1 at {b['imgsz']} px (file to boxes, fused, channels-last).", "",
-             "| row | change | AP | AP50 | APs | AP_tiny | params (M) | GFLOPs | train img/s | latency ms |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in (results["rows"][n] for n in dict.fromkeys([*ROWS, *results["rows"]]) if n in results["rows"]):
+    rows = [results["rows"][n] for n in dict.fromkeys([*ROWS, *results["rows"]]) if n in results["rows"]]
+    # rows trained before train_wall_min was recorded have none; a file with none of them gets no such column
+    walls = any("train_wall_min" in r for r in rows)
+    budget = (f"Budget: {b['data']}, {b['epochs']} epochs at {b['imgsz']} px, batch {b['batch']}, seed {b['seed']}, "
+              f"{b['threads']} CPU threads, hyp overrides {' '.join(b.get('hyp_set') or []) or 'none'}"
+              f"{', --recipe ' + b['recipe'] if b.get('recipe') else ''}; "
+              f"speed columns: train at {b['imgsz']} px batch {b['batch']}, latency "
+              f"batch 1 at {b['imgsz']} px (file to boxes, fused, channels-last)")
+    budget += "; train wall: the whole training run in minutes (– for rows that predate it)." if walls else "."
+    header = ["row", "change", "AP", "AP50", "APs", "AP_tiny", "params (M)", "GFLOPs", "train img/s",
+              *(["train wall min"] if walls else []), "latency ms"]
+    lines = [mark(out), "", budget, "", "| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    for r in rows:
+        wall = (f"{r['train_wall_min']:.1f} | " if "train_wall_min" in r else "– | ") if walls else ""
         lines.append(f"| {r['row']} | {r['what']} | {r['AP']:.3f} | {r['AP50']:.3f} | {r['APs']:.3f} | "
                      f"{_ap(r['AP_tiny'])} | {r['params_M']:.2f} | {r['gflops']:.1f} | {r['train_img_per_s']:.1f} | "
-                     f"{r['latency_ms']:.0f} |")
+                     f"{wall}{r['latency_ms']:.0f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -14,7 +14,7 @@ ROW = dict(AP=0.1234, AP50=0.3, APs=0.05, AP_tiny=0.01, params_M=1.77, gflops=1.
 RESULTS = {"budget": dict(data="data/deeppcb.yaml", epochs=3, imgsz=320, batch=16, seed=0, threads=2,
                              hyp_set=["warmup_epochs=1"]),
            "rows": {"p2": {"row": "p2", "what": ROWS["p2"][0], **ROW},
-                    "base": {"row": "base", "what": ROWS["base"][0], **ROW, "AP": 0.2}}}
+                    "base": {"row": "base", "what": ROWS["base"][0], **ROW, "AP": 0.2, "train_wall_min": 12.34}}}
 
 
 def test_table_lists_rows_in_grid_order_with_budget():
@@ -22,6 +22,20 @@ def test_table_lists_rows_in_grid_order_with_budget():
     lines = [ln for ln in t.splitlines() if ln.startswith("| base") or ln.startswith("| p2")]
     assert lines[0].startswith("| base") and "| 0.200 |" in lines[0]
     assert lines[1].startswith("| p2") and "| 0.123 |" in lines[1]
+    # the wall column: minutes where the row recorded them, a dash for rows trained before the column
+    assert lines[0].split("|")[-3].strip() == "12.3" and lines[1].split("|")[-3].strip() == "–"
+    header = next(ln for ln in t.splitlines() if ln.startswith("| row"))
+    rule = next(ln for ln in t.splitlines() if ln.startswith("|---"))
+    assert header.count("|") == rule.count("|") == lines[0].count("|") == lines[1].count("|")
+    assert header.split("|")[-3].strip() == "train wall min"
+
+
+def test_a_file_without_wall_times_gets_no_wall_column():
+    rows = {n: {k: v for k, v in r.items() if k != "train_wall_min"} for n, r in RESULTS["rows"].items()}
+    t = table({**RESULTS, "rows": rows}, OUT)
+    header = next(ln for ln in t.splitlines() if ln.startswith("| row"))
+    assert "wall" not in t and header.count("|") == next(ln for ln in t.splitlines()
+                                                          if ln.startswith("| base")).count("|") == 11
     assert "3 epochs at 320 px, batch 16" in t
 
 
@@ -96,6 +110,7 @@ def test_default_rows_leave_the_hyp_to_train_py_so_the_recipe_can_set_tile(monke
     assert all(c["recipe"] == "auto" and c["cache"] is True for c in calls)
     saved = json.loads((tmp_path / "out.json").read_text())
     assert saved["budget"]["recipe"] == "auto" and set(saved["rows"]) == {"base", "dfl-tuned"}
+    assert all(r["train_wall_min"] >= 0 for r in saved["rows"].values())
     assert ", --recipe auto;" in table(saved, tmp_path / "out.json")
 
 
