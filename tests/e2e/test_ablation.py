@@ -28,6 +28,7 @@ def test_table_lists_rows_in_grid_order_with_budget():
     rule = next(ln for ln in t.splitlines() if ln.startswith("|---"))
     assert header.count("|") == rule.count("|") == lines[0].count("|") == lines[1].count("|")
     assert header.split("|")[-3].strip() == "train wall min"
+    assert "3 epochs at 320 px, batch 16" in t
 
 
 def test_a_file_without_wall_times_gets_no_wall_column():
@@ -36,7 +37,6 @@ def test_a_file_without_wall_times_gets_no_wall_column():
     header = next(ln for ln in t.splitlines() if ln.startswith("| row"))
     assert "wall" not in t and header.count("|") == next(ln for ln in t.splitlines()
                                                           if ln.startswith("| base")).count("|") == 11
-    assert "3 epochs at 320 px, batch 16" in t
 
 
 def test_write_readme_replaces_only_the_old_table(tmp_path):
