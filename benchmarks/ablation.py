@@ -69,6 +69,9 @@ ROWS: dict[str, tuple[str, str, str, str, list[str]]] = {
                   "small-objects-dfl", ["tile=0", "tal_stal=true"]),
     "dfl-lite-r8": ("dfl-r8 with depthwise-separable class convs (yolov5n-dfl-lite)", "yolov5n-dfl-lite.yaml", "tal",
                     "small-objects-dfl", ["tile=0", "tal_stal=true"]),
+    "dfl-half-r4": ("dfl-r4 with the class tower's second conv depthwise-separable on P3-P4, both on P5 "
+                    "(yolov5n-dfl-half)", "yolov5n-dfl-half.yaml", "tal", "small-objects-dfl",
+                    ["tile=0", "tal_stal=true"]),
     "p2-dfl-lite-r4": ("p2-dfl-r4 with depthwise-separable class convs (yolov5n-p2-dfl-lite)",
                        "yolov5n-p2-dfl-lite.yaml", "tal", "small-objects-dfl", ["tile=0", "tal_stal=true"]),
     "p2-dfl-mix-r4": ("p2-dfl-r4 with depthwise-separable class convs on P3-P5 only (yolov5n-p2-dfl-mix)",
@@ -80,6 +83,7 @@ ROWS: dict[str, tuple[str, str, str, str, list[str]]] = {
 # train.py options beyond the columns
 ROW_OPTIONS: dict[str, dict] = {"dfl-stal-fit": {"dfl_bin": "auto"}, "dfl-r8": {"reg_max": 8}, "dfl-r4": {"reg_max": 4},
                                 "p2-dfl-r4": {"reg_max": 4}, "dfl-lite-r8": {"reg_max": 8},
+                                "dfl-half-r4": {"reg_max": 4},
                                 "p2-dfl-lite-r4": {"reg_max": 4}, "p2-dfl-mix-r4": {"reg_max": 4},
                                 "p2-dfl-fast-r4": {"reg_max": 4}}
 

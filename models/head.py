@@ -16,7 +16,8 @@ _BASE_ANCHORS = ((1.25, 1.625), (2.0, 3.75), (4.125, 2.875))
 
 BIN_WIDTH, BIN_WIDTH_MAX = 1.0, 4.0  # DetectDFL: grid cells per DFL bin (YOLOv8's), and the most allowed
 REG_MAX = 16  # DetectDFL: DFL bins per box side (YOLOv8's)
-CLS_BRANCHES = ("conv", "dw")  # DetectDFL class branch: two 3x3 convs, or depthwise-separable ones
+# DetectDFL class branch: two 3x3 convs, two depthwise-separable ones, or a 3x3 then a depthwise-separable one
+CLS_BRANCHES = ("conv", "dw", "conv-dw")
 
 
 def check_bin_width(value: object, where: str) -> float:
@@ -129,7 +130,7 @@ class DetectDFL(Detect):
     (B, N, 5 + nc) layout as Detect, so NMS, val and detect need no changes: column 4 holds
     the best class score and the class columns are divided by it, so obj * cls is exactly
     the class score and NMS's objectness pre-filter still drops the empty cells.
-    YAML args: [nc, reg_max=16, bin width=1.0 grid cells, class branch conv|dw, or a list of one per level]
+    YAML args: [nc, reg_max=16, bin width=1.0 grid cells, class branch conv|dw|conv-dw, or a list of one per level]
     (the yolov5*-dfl configs: [nc, reg_max, dfl_bin]; the -lite ones add dw, depthwise-separable class convs).
     """
 
@@ -168,8 +169,11 @@ class DetectDFL(Detect):
             """One 3x3 of the class tower; dw: depthwise 3x3 + 1x1 (YOLO11's), ~1/9 of the FLOPs at P3."""
             return nn.Sequential(DWConv(c1, c1, 3), Conv(c1, c2, 1)) if branch == "dw" else Conv(c1, c2, 3)
 
-        self.cls = nn.ModuleList(nn.Sequential(cls_conv(c, c3, b), cls_conv(c3, c3, b), nn.Conv2d(c3, nc, 1))
-                                 for c, b in zip(ch, branches))
+        def tower(c: int, b: str) -> nn.Sequential:
+            first, second = ("conv", "dw") if b == "conv-dw" else (b, b)
+            return nn.Sequential(cls_conv(c, c3, first), cls_conv(c3, c3, second), nn.Conv2d(c3, nc, 1))
+
+        self.cls = nn.ModuleList(tower(c, b) for c, b in zip(ch, branches))
         self._grids = {}
 
     def set_bin_width(self, bin_width: float) -> None:

@@ -304,7 +304,7 @@ def test_lite_class_branch_is_depthwise_separable():
         y = lite(x)
         torch.testing.assert_close(lite.fuse()(x), y, rtol=1e-3, atol=1e-3)
     assert y.shape == (1, 8 * 12 + 4 * 6 + 2 * 3, 11)
-    with pytest.raises(ValueError, match="class branch 'sep': choose conv or dw"):
+    with pytest.raises(ValueError, match="class branch 'sep': choose conv or dw or conv-dw"):
         bad = [[17, 20, 23], 1, "DetectDFL", ["nc", "reg_max", 1.0, "sep"]]
         Model({**lite.yaml, "head": lite.yaml["head"][:-1] + [bad]})
 
@@ -325,9 +325,36 @@ def test_class_branch_per_level():
     assert Model(mixed.yaml).detect.cls[0][0].conv.kernel_size == (3, 3)  # checkpoints rebuild from the YAML
     with pytest.raises(ValueError, match=r"3 class branches \['conv', 'dw', 'dw'\] for 4 levels"):
         with_branches(["conv", "dw", "dw"])
-    with pytest.raises(ValueError, match="class branch 'sep': choose conv or dw"):
+    with pytest.raises(ValueError, match="class branch 'sep': choose conv or dw or conv-dw"):
         with_branches(["conv", "sep", "dw", "dw"])
 
+
+
+def test_half_class_branch_keeps_the_first_3x3_on_p3_p4():
+    """yolov5n-dfl-half ([conv-dw, conv-dw, dw]): on P3 and P4 the class tower's first conv is yolov5n-dfl's full
+    3x3 and its second -lite's depthwise 3x3 + 1x1; P5 is -lite's. Parameters counted by hand; GFLOPs between
+    the two, under yolo26n's 5.31 at 640 on aerial-cars' 4 classes; fuses to the same outputs."""
+    full, lite = Model("yolov5n-dfl.yaml", nc=4, reg_max=4), Model("yolov5n-dfl-lite.yaml", nc=4, reg_max=4)
+    half = Model("yolov5n-dfl-half.yaml", nc=4, reg_max=4)
+    n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    conv_bn = lambda c1, c2, k, g=1: c1 // g * c2 * k * k + 2 * c2  # noqa: E731  (bias-free conv + BN)
+    c3 = 64
+    first = [conv_bn(c, c3, 3) for c in (64, 128)] + [conv_bn(256, 256, 3, 256) + conv_bn(256, c3, 1)]
+    second = conv_bn(c3, c3, 3, c3) + conv_bn(c3, c3, 1)  # depthwise-separable on every level
+    assert n(half.detect.cls) == sum(first) + 3 * (second + c3 * 4 + 4)
+    assert n(half) - n(half.detect.cls) == n(lite) - n(lite.detect.cls)
+    assert [n(t[0]) for t in half.detect.cls] == [n(full.detect.cls[0][0]), n(full.detect.cls[1][0]),
+                                                  n(lite.detect.cls[2][0])]
+    g = {k: m.info(640)["gflops"] for k, m in (("full", full), ("lite", lite), ("half", half))}
+    assert g["lite"] < g["half"] < 5.31 < g["full"]  # 4.54 < 5.16 < yolo26n's 5.31 < 5.80
+    x = torch.rand(1, 3, 64, 96)
+    half.eval()
+    with torch.no_grad():
+        y = half(x)  # before fuse(), which folds BN in place
+        torch.testing.assert_close(half.fuse()(x), y, rtol=1e-3, atol=1e-3)
+    with pytest.raises(ValueError, match="class branch 'dw-conv': choose conv or dw or conv-dw"):
+        Model({**half.yaml, "head": half.yaml["head"][:-1] + [[*half.yaml["head"][-1][:3],
+                                                                 ["nc", "reg_max", 1.0, ["dw-conv", "dw", "dw"]]]]})
 
 def test_model_builds_fuses_and_picks_tal():
     m = _model()
