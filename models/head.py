@@ -131,7 +131,8 @@ class DetectDFL(Detect):
     the best class score and the class columns are divided by it, so obj * cls is exactly
     the class score and NMS's objectness pre-filter still drops the empty cells.
     YAML args: [nc, reg_max=16, bin width=1.0 grid cells, class branch conv|dw|conv-dw, or a list of one per level]
-    (the yolov5*-dfl configs: [nc, reg_max, dfl_bin]; the -lite ones add dw, depthwise-separable class convs).
+    (the yolov5*-dfl configs: [nc, reg_max, dfl_bin]; the -lite ones add dw, depthwise-separable class convs;
+    -dfl-half [conv-dw, conv-dw, dw]: a full 3x3 then a depthwise-separable one on P3-P4).
     """
 
     anchor_free = True
