@@ -132,9 +132,13 @@ def _assert_same_boxes(got: torch.Tensor, want: torch.Tensor, box_tol: float, sc
 
 
 def _assert_same_output(got: torch.Tensor, want: torch.Tensor, box_tol: float, score_tol: float) -> None:
+    """Boxes, objectness and the class scores NMS ranks by (obj * cls). Not the class columns alone: DetectDFL
+    writes them as cls / best, which for a cell whose best score is ~1e-4 magnifies onnxruntime's ~5e-8 sigmoid
+    error far in the tail (logits ~ -14) past any fp32 tolerance, in a score of ~1e-7 that NMS never sees."""
     assert got.shape == want.shape
     torch.testing.assert_close(got[..., :4], want[..., :4], atol=box_tol, rtol=0)
-    torch.testing.assert_close(got[..., 4:], want[..., 4:], atol=score_tol, rtol=0)
+    torch.testing.assert_close(got[..., 4], want[..., 4], atol=score_tol, rtol=0)
+    torch.testing.assert_close(got[..., 4:5] * got[..., 5:], want[..., 4:5] * want[..., 5:], atol=score_tol, rtol=0)
 
 
 def test_exports_match_pytorch_raw_and_after_nms(exported):
