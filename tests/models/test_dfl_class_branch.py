@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 
 from models.yolo import Model
+from tests.models.test_model_zoo import conv_bn, n_params
 
 
 def assert_class_towers_fuse(model: Model) -> None:
@@ -36,13 +37,11 @@ def test_lite_class_branch_is_depthwise_separable():
     """yolov5n-dfl-lite: every 3x3 of the class tower is a depthwise 3x3 + 1x1; the box branch, neck and
     backbone are yolov5n-dfl's. Parameters counted by hand; the same outputs shapes; fuses."""
     full, lite = Model("yolov5n-dfl.yaml", nc=6, reg_max=8), Model("yolov5n-dfl-lite.yaml", nc=6, reg_max=8)
-    n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
-    conv_bn = lambda c1, c2, k, g=1: c1 // g * c2 * k * k + 2 * c2  # noqa: E731  (bias-free conv + BN)
     c3 = 64  # max(ch[0], nc): the P3 width at n scale
     by_hand = sum(conv_bn(c, c, 3, c) + conv_bn(c, c3, 1) + conv_bn(c3, c3, 3, c3) + conv_bn(c3, c3, 1)
                   + c3 * 6 + 6 for c in (64, 128, 256))
-    assert n(lite.detect.cls) == by_hand
-    assert n(lite) - n(lite.detect.cls) == n(full) - n(full.detect.cls)
+    assert n_params(lite.detect.cls) == by_hand
+    assert n_params(lite) - n_params(lite.detect.cls) == n_params(full) - n_params(full.detect.cls)
     assert lite.info(320)["gflops"] < 0.81 * full.info(320)["gflops"]  # 1.53 -> 1.22 at 320 for 6 classes
     assert_class_towers_fuse(lite)
     with torch.no_grad():
@@ -63,8 +62,8 @@ def test_class_branch_per_level():
         return Model({**lite.yaml, "head": lite.yaml["head"][:-1] + [[*head[:3], [*head[3][:3], branches]]]})
 
     mixed = with_branches(["conv", "dw", "dw", "dw"])
-    n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
-    assert [n(m) for m in mixed.detect.cls] == [n(full.detect.cls[0])] + [n(m) for m in lite.detect.cls[1:]]
+    assert ([n_params(m) for m in mixed.detect.cls]
+            == [n_params(full.detect.cls[0])] + [n_params(m) for m in lite.detect.cls[1:]])
     assert [type(m[0]) for m in mixed.detect.cls] == [type(full.detect.cls[0][0])] + [type(lite.detect.cls[1][0])] * 3
     assert Model(mixed.yaml).detect.cls[0][0].conv.kernel_size == (3, 3)  # checkpoints rebuild from the YAML
     with pytest.raises(ValueError, match=r"3 class branches \['conv', 'dw', 'dw'\] for 4 levels"):
@@ -80,15 +79,14 @@ def test_half_class_branch_keeps_the_first_3x3_on_p3_p4():
     the two, under yolo26n's 5.31 at 640 on aerial-cars' 4 classes; fuses to the same outputs."""
     full, lite = Model("yolov5n-dfl.yaml", nc=4, reg_max=4), Model("yolov5n-dfl-lite.yaml", nc=4, reg_max=4)
     half = Model("yolov5n-dfl-half.yaml", nc=4, reg_max=4)
-    n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
-    conv_bn = lambda c1, c2, k, g=1: c1 // g * c2 * k * k + 2 * c2  # noqa: E731  (bias-free conv + BN)
     c3 = 64
     first = [conv_bn(c, c3, 3) for c in (64, 128)] + [conv_bn(256, 256, 3, 256) + conv_bn(256, c3, 1)]
     second = conv_bn(c3, c3, 3, c3) + conv_bn(c3, c3, 1)  # depthwise-separable on every level
-    assert n(half.detect.cls) == sum(first) + 3 * (second + c3 * 4 + 4)
-    assert n(half) - n(half.detect.cls) == n(lite) - n(lite.detect.cls)
-    assert [n(t[0]) for t in half.detect.cls] == [n(full.detect.cls[0][0]), n(full.detect.cls[1][0]),
-                                                  n(lite.detect.cls[2][0])]
+    assert n_params(half.detect.cls) == sum(first) + 3 * (second + c3 * 4 + 4)
+    assert n_params(half) - n_params(half.detect.cls) == n_params(lite) - n_params(lite.detect.cls)
+    assert [n_params(t[0]) for t in half.detect.cls] == [n_params(full.detect.cls[0][0]),
+                                                         n_params(full.detect.cls[1][0]),
+                                                         n_params(lite.detect.cls[2][0])]
     g = {k: m.info(640)["gflops"] for k, m in (("full", full), ("lite", lite), ("half", half))}
     assert g["lite"] < g["half"] < 5.31 < g["full"]  # 4.54 < 5.16 < yolo26n's 5.31 < 5.80
     assert_class_towers_fuse(half)
