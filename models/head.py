@@ -16,8 +16,8 @@ _BASE_ANCHORS = ((1.25, 1.625), (2.0, 3.75), (4.125, 2.875))
 
 BIN_WIDTH, BIN_WIDTH_MAX = 1.0, 4.0  # DetectDFL: grid cells per DFL bin (YOLOv8's), and the most allowed
 REG_MAX = 16  # DetectDFL: DFL bins per box side (YOLOv8's)
-# DetectDFL class branch: two 3x3 convs, two depthwise-separable ones, or a 3x3 then a depthwise-separable one
-CLS_BRANCHES = ("conv", "dw", "conv-dw")
+# DetectDFL class branch -> the kinds of its tower's two convs: full 3x3 (conv) or depthwise 3x3 + 1x1 (dw)
+CLS_BRANCHES = {"conv": ("conv", "conv"), "dw": ("dw", "dw"), "conv-dw": ("conv", "dw")}
 
 
 def check_bin_width(value: object, where: str) -> float:
@@ -171,7 +171,7 @@ class DetectDFL(Detect):
             return nn.Sequential(DWConv(c1, c1, 3), Conv(c1, c2, 1)) if branch == "dw" else Conv(c1, c2, 3)
 
         def tower(c: int, b: str) -> nn.Sequential:
-            first, second = ("conv", "dw") if b == "conv-dw" else (b, b)
+            first, second = CLS_BRANCHES[b]
             return nn.Sequential(cls_conv(c, c3, first), cls_conv(c3, c3, second), nn.Conv2d(c3, nc, 1))
 
         self.cls = nn.ModuleList(tower(c, b) for c, b in zip(ch, branches))
