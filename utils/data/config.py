@@ -10,6 +10,8 @@ defaults: {imgsz: 640, epochs: 100}  # optional hints for train.py flags left un
 generate: shapes                     # optional: utils/data/shapes.py makes the set at `path` on first use
 ```
 Class names come from the json categories (sorted by id: contiguous index -> `cat_ids[index]`).
+A split may instead be YOLO-style (`train: images/train`, a .txt list or a list, plus `names:`):
+utils/data/yolo_data.py converts it to a cached COCO json outside the data folder.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from typing import Any
 import yaml
 
 from utils.data.coco import DatasetError, read_categories
+from utils.data.yolo_data import is_yolo_entry, yolo_split
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV_ROOT = "SMALLDET_DATASETS"
@@ -88,8 +91,12 @@ def load_data_config(path: str | Path, root: str | None = None) -> dict[str, Any
                 raise DatasetError(f"{yaml_file}: no '{split}' entry; expected "
                                    f"{split}: {{json: annotations/instances_{split}.json, images: images/{split}}}")
             continue
+        if is_yolo_entry(entry):
+            out[split] = yolo_split(cfg, entry, base, yaml_file, split)
+            continue
         if not isinstance(entry, dict) or not {"json", "images"} <= set(entry):
-            raise DatasetError(f"{yaml_file}: '{split}' must be a mapping with 'json' and 'images', got {entry!r}")
+            raise DatasetError(f"{yaml_file}: '{split}' must be a mapping with 'json' and 'images' (COCO) or an "
+                               f"image folder, a .txt list of images or a list of them (YOLO), got {entry!r}")
         js, im = (base / str(entry[k]) for k in ("json", "images"))
         if not js.is_file():
             raise DatasetError(f"{yaml_file}: {split} annotation file {js} not found")

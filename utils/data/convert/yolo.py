@@ -54,6 +54,32 @@ def _parse_line(line: str, nc: int) -> tuple[int, list[float]] | str:
     return int(cls), box
 
 
+def read_label_file(lab: Path, nc: int, probs: Problems) -> list[tuple[int, list[float]]]:
+    """(class, [cx, cy, w, h]) of each good line of one label file; each bad line is added to
+    probs as '<file> line <n>: <what is wrong>'."""
+    try:
+        text = lab.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        probs.add(f"{lab}: cannot read label file ({type(e).__name__}: {e})")
+        return []
+    out = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        got = _parse_line(line, nc)
+        if isinstance(got, str):
+            probs.add(f"{lab} line {n}: {got}")
+        else:
+            out.append(got)
+    return out
+
+
+def add_label_file(build: CocoBuilder, image_id: int, w: int, h: int, lab: Path, probs: Problems) -> None:
+    """Add the boxes of label file `lab` to image `image_id` (w x h px) in pixels."""
+    for cls, (cx, cy, bw, bh) in read_label_file(lab, len(build.names), probs):
+        build.add_box(image_id, cls, (cx - bw / 2) * w, (cy - bh / 2) * h, bw * w, bh * h)
+
+
 def yolo_to_coco(images: str | Path, labels: str | Path, names: list[str]) -> dict:
     """COCO dict for every image under `images`; file_name is the path relative to `images`.
     Raises ConvertError listing every malformed line and every label file without an image."""
@@ -76,17 +102,8 @@ def yolo_to_coco(images: str | Path, labels: str | Path, names: list[str]) -> di
             probs.add(str(e))
             continue
         image_id = build.add_image(rel.as_posix(), w, h)
-        if not lab.is_file():
-            continue  # a negative image
-        for n, line in enumerate(lab.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            got = _parse_line(line, len(names))
-            if isinstance(got, str):
-                probs.add(f"{lab} line {n}: {got}")
-                continue
-            cls, (cx, cy, bw, bh) = got
-            build.add_box(image_id, cls, (cx - bw / 2) * w, (cy - bh / 2) * h, bw * w, bh * h)
+        if lab.is_file():  # else a negative image
+            add_label_file(build, image_id, w, h, lab, probs)
     for lab in sorted(labels.rglob("*.txt")):
         if lab not in used and lab != labels / CLASSES_FILE:
             probs.add(f"{lab}: no image for this label file under {images}")
