@@ -107,3 +107,27 @@ def write_json(doc: dict, out: str | Path) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return out
+
+
+def images_by_stem(folder: str | Path, probs: Problems) -> dict[str, Path]:
+    """Image files under folder keyed by their path relative to it without the suffix ('sub/0001');
+    two images with one key (a.jpg and a.png) are a problem, since a label file could mean either."""
+    out: dict[str, Path] = {}
+    root = Path(folder)
+    for p in list_images(root):
+        key = p.relative_to(root).with_suffix("").as_posix()
+        if key in out:
+            probs.add(f"{p}: same name as {out[key]}; a label file {key}.* could mean either")
+        out[key] = p
+    return out
+
+
+def label_files(folder: str | Path, suffix: str) -> list[Path]:
+    """Label files under folder (recursively), sorted; ConvertError if there are none."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise ConvertError(f"label folder {root} not found")
+    files = sorted(p for p in root.rglob(f"*{suffix}") if p.is_file())
+    if not files:
+        raise ConvertError(f"no {suffix} files under {root}")
+    return files
