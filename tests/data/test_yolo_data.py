@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from utils.data import yolo_data
+from utils.data import conversion_cache, yolo_data
 from utils.data.coco import DatasetError, load_coco
 from utils.data.config import load_data_config
 from utils.data.dataset import main as dataset_main
@@ -50,7 +50,7 @@ def snapshot(root: Path) -> dict[str, tuple[int, int]]:
 @pytest.fixture
 def cache(tmp_path, monkeypatch) -> Path:
     d = tmp_path / "cache"
-    monkeypatch.setenv(yolo_data.ENV_CACHE, str(d))
+    monkeypatch.setenv(conversion_cache.ENV_CACHE, str(d))
     return d
 
 
@@ -80,7 +80,7 @@ def test_txt_lists_lists_and_names_dict(tmp_path, cache):
     cfg = load_data_config(write_yaml(data, train=["train.txt", "images/train/neg.png".rsplit("/", 1)[0]],
                                       val="lists/val.txt", names={0: "car", 1: "truck"}, nc=2))
     assert cfg["names"] == ["car", "truck"]
-    assert cfg["train"]["problems"] == [f"{data / 'data.yaml'}: train: image {data / 'images/train/a.jpg'} is "
+    assert cfg["train"]["notes"] == [f"{data / 'data.yaml'}: train: image {data / 'images/train/a.jpg'} is "
                                         f"listed more than once; the repeats are skipped",
                                         f"{data / 'data.yaml'}: train: image {data / 'images/train/sub/b.png'} is "
                                         f"listed more than once; the repeats are skipped"]
@@ -121,7 +121,7 @@ def test_nothing_written_into_the_data_folder(tmp_path, cache):
 
 def test_cache_inside_the_data_folder_is_refused(tmp_path, monkeypatch):
     data = write_set(tmp_path / "data")
-    monkeypatch.setenv(yolo_data.ENV_CACHE, str(data / "cache"))
+    monkeypatch.setenv(conversion_cache.ENV_CACHE, str(data / "cache"))
     with pytest.raises(DatasetError, match="lies inside the data folder"):
         load_data_config(write_yaml(data, train="images/train", val="images/val", names=["a", "b"]))
     assert not (data / "cache").exists()
@@ -168,11 +168,11 @@ def test_bad_label_lines_are_reported_with_file_and_line(tmp_path, cache, capsys
                 f"{lab} line 2: cx cy w h ['1.5', '0.5', '0.1', '0.1'] must be normalised to 0..1",
                 f"{lab} line 3: class 7 is not an integer in 0..1"]
     for _ in range(2):  # converted, then from the cache: reported both times
-        probs = load_data_config(y)["train"]["problems"]
+        probs = load_data_config(y)["train"]["notes"]
         assert len(probs) == 3 and all(w in p for w, p in zip(expected, probs)), probs
     assert dataset_main([str(y), "--check", "header"]) == 0
     out = capsys.readouterr().out
-    assert "problems 3: skipped in YOLO conversion 3" in out and all(w in out for w in expected)
+    assert "problems 3: noted in conversion 3" in out and all(w in out for w in expected)
     s = load_coco(load_data_config(y)["train"]["json"], load_data_config(y)["train"]["images"])
     assert [b.tolist() for b in s.boxes] == [[[0, 30, 15, 50, 45]]]  # the good line is kept
 

@@ -11,7 +11,8 @@ generate: shapes                     # optional: utils/data/shapes.py makes the 
 ```
 Class names come from the json categories (sorted by id: contiguous index -> `cat_ids[index]`).
 A split may instead be YOLO-style (`train: images/train`, a .txt list or a list, plus `names:`):
-utils/data/yolo_data.py converts it to a cached COCO json outside the data folder.
+utils/data/yolo_data.py converts it to a cached COCO json outside the data folder; so does
+utils/data/native_data.py for `{format: visdrone|dota|xview|tinyperson|voc, ...}` splits.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from typing import Any
 import yaml
 
 from utils.data.coco import DatasetError, read_categories
+from utils.data.native_data import is_native_entry, native_split
 from utils.data.yolo_data import is_yolo_entry, yolo_split
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -91,12 +93,14 @@ def load_data_config(path: str | Path, root: str | None = None) -> dict[str, Any
                 raise DatasetError(f"{yaml_file}: no '{split}' entry; expected "
                                    f"{split}: {{json: annotations/instances_{split}.json, images: images/{split}}}")
             continue
-        if is_yolo_entry(entry):
-            out[split] = yolo_split(cfg, entry, base, yaml_file, split)
+        if is_yolo_entry(entry) or is_native_entry(entry):  # converted to a cached COCO json
+            out[split] = (yolo_split(cfg, entry, base, yaml_file, split) if is_yolo_entry(entry)
+                          else native_split(entry, base, yaml_file, split))
             continue
         if not isinstance(entry, dict) or not {"json", "images"} <= set(entry):
-            raise DatasetError(f"{yaml_file}: '{split}' must be a mapping with 'json' and 'images' (COCO) or an "
-                               f"image folder, a .txt list of images or a list of them (YOLO), got {entry!r}")
+            raise DatasetError(f"{yaml_file}: '{split}' must be a mapping with 'json' and 'images' (COCO), an image "
+                               f"folder, a .txt list of images or a list of them (YOLO) or {{format: ...}} (a set's "
+                               f"own labels, docs/data-formats.md), got {entry!r}")
         js, im = (base / str(entry[k]) for k in ("json", "images"))
         if not js.is_file():
             raise DatasetError(f"{yaml_file}: {split} annotation file {js} not found")

@@ -332,8 +332,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{split}: UNUSABLE: {e}")
             bad += 1
             continue
-        for msg in data[split].get("problems", ()):  # a YOLO-format split: what its conversion skipped
-            s.report.add("skipped in YOLO conversion", msg)
+        for msg in data[split].get("notes", ()):  # a converted split (YOLO or a set's own format): what it skipped
+            s.report.add("noted in conversion", msg)
         sides = None
         if opt.imgsz:
             gain = opt.imgsz / s.shapes.max(1)

@@ -21,33 +21,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from utils.data.coco import DatasetError
-from utils.data.convert.common import IMAGE_SUFFIXES, CocoBuilder, ConvertError, Problems, image_size, write_json
+from utils.data.conversion_cache import cached_split, file_digest, file_stamp
+from utils.data.convert.common import IMAGE_SUFFIXES, CocoBuilder, ConvertError, Problems, image_size
 from utils.data.convert.yolo import add_label_file
 
-LOG = logging.getLogger("smalldet")
-ENV_CACHE = "SMALLDET_CACHE"
 VERSION = 1        # bump when the conversion changes: old cache entries then miss
-MAX_LOGGED = 20    # problem messages logged per split; all are counted
 
 
 def is_yolo_entry(entry: Any) -> bool:
     """A split written YOLO-style (a path or a list of paths), not COCO's {json, images}."""
     return isinstance(entry, str) or (isinstance(entry, list) and all(isinstance(e, str) for e in entry))
-
-
-def cache_dir() -> Path:
-    """Where converted splits are cached: $SMALLDET_CACHE, else $XDG_CACHE_HOME/smalldet, else ~/.cache/smalldet."""
-    if os.environ.get(ENV_CACHE):
-        return Path(os.environ[ENV_CACHE]).expanduser().resolve()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache").resolve() / "smalldet"
 
 
 def label_path(img: Path) -> Path:
@@ -133,25 +122,13 @@ def list_split_images(entry: str | list[str], base: Path, yaml_file: Path, split
     return out
 
 
-def _digest(path: Path) -> str:
-    try:
-        return hashlib.sha1(path.read_bytes()).hexdigest()
-    except FileNotFoundError:
-        return "-"
-
-
 def split_key(images: list[Path], names: list[str], list_problems: list[str]) -> str:
     """Hash of what the conversion reads: label contents, image paths + sizes + mtimes, names."""
     h = hashlib.sha256(json.dumps([VERSION, names, list_problems]).encode())
     with ThreadPoolExecutor(8) as ex:
-        labels = list(ex.map(lambda p: _digest(label_path(p)), images, chunksize=64))
+        labels = list(ex.map(lambda p: file_digest(label_path(p)), images, chunksize=64))
     for img, lab in zip(images, labels):
-        try:
-            st = img.stat()
-            stamp = f"{st.st_size}:{st.st_mtime_ns}"
-        except OSError:
-            stamp = "-"
-        h.update(f"{img}\0{stamp}\0{lab}\n".encode())
+        h.update(f"{img}\0{file_stamp(img)}\0{lab}\n".encode())
     return h.hexdigest()
 
 
@@ -177,42 +154,15 @@ def convert_split(images: list[Path], names: list[str], root: Path, probs: Probl
     return build.document(f"converted from YOLO labels beside {root}")
 
 
-def _check_outside(cache: Path, base: Path, root: Path, yaml_file: Path) -> None:
-    for data_dir in (base, root):
-        if cache == data_dir or data_dir in cache.parents:
-            raise DatasetError(f"{yaml_file}: the conversion cache {cache} lies inside the data folder {data_dir}; "
-                               f"set {ENV_CACHE} to a folder outside it (smalldet never writes into your data)")
-
-
 def yolo_split(cfg: dict, entry: str | list[str], base: Path, yaml_file: Path, split: str) -> dict[str, Any]:
     """{'json': cached COCO json, 'images': common image folder, 'name', 'problems'} for one YOLO-style split."""
     names = class_names(cfg, yaml_file)
     probs = Problems(f"{yaml_file}: {split}")
     images = list_split_images(entry, base, yaml_file, split, probs)
     root = Path(os.path.commonpath([str(p.parent) for p in images]))
-    cache = cache_dir()
-    _check_outside(cache, base, root, yaml_file)
     key = split_key(images, names, probs.items)
-    stem = f"{yaml_file.stem}-{hashlib.sha1(str(yaml_file).encode()).hexdigest()[:8]}-{split}"
-    out = cache / "yolo" / f"{stem}-{key[:20]}.json"
-    problems: list[str]
-    if out.is_file():
-        try:
-            problems = json.loads(out.read_text(encoding="utf-8"))["info"]["problems"]
-        except (OSError, ValueError, KeyError, TypeError):
-            out.unlink()  # a damaged entry of ours: convert again
-    if not out.is_file():
-        doc = convert_split(images, names, root, probs)
-        problems = probs.items
-        doc["info"].update(problems=problems, key=key, yaml=str(yaml_file), split=split, root=str(root))
-        write_json(doc, out)
-        for old in out.parent.glob(f"{stem}-*.json"):  # our earlier conversions of this split
-            if old != out:
-                old.unlink(missing_ok=True)
-        LOG.info(f"{yaml_file}: {split}: {len(doc['images'])} images, {len(doc['annotations'])} boxes from YOLO "
-                 f"labels, cached as {out}")
-    if problems:
-        shown = "\n  ".join(problems[:MAX_LOGGED])
-        more = f"\n  ... and {len(problems) - MAX_LOGGED} more" if len(problems) > MAX_LOGGED else ""
-        LOG.warning(f"WARNING {yaml_file}: {split}: {len(problems)} YOLO label problem(s), skipped:\n  {shown}{more}")
-    return {"json": str(out), "images": str(root), "name": split, "problems": list(problems)}
+
+    def convert() -> tuple[dict, list[str]]:
+        return convert_split(images, names, root, probs), probs.items
+    out, notes = cached_split("yolo", yaml_file, split, key, (base, root), convert)
+    return {"json": str(out), "images": str(root), "name": split, "notes": notes}
