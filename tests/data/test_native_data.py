@@ -104,3 +104,21 @@ def test_dota_devkit_example_as_a_data_yaml(tmp_path, cache):
     assert sum("no image" in n for n in cfg["train"]["notes"]) == 5  # 7 label files, 2 images
     s = load_coco(cfg["val"]["json"], cfg["val"]["images"])
     assert s.report.images == 2 and s.report.boxes > 500
+
+
+def test_shipped_data_yamls_read_the_released_layouts(tmp_path, cache):
+    """data/visdrone.yaml, data/dota.yaml and data/tinyperson.yaml on each set's folder layout as released."""
+    root = Path(__file__).resolve().parents[2] / "data"
+    for split in ("train", "val"):
+        write_visdrone(tmp_path / "VisDrone" / f"VisDrone2019-DET-{split}")
+        write_dota(tmp_path / "DOTA" / split)
+    tiny = tmp_path / "tiny_set"
+    (tiny / "annotations").mkdir(parents=True)
+    for split in ("train", "test"):
+        src, images = write_tinyperson(tmp_path / f"tp_{split}", tinyperson_doc())
+        src.rename(tiny / "annotations" / f"tiny_set_{split}.json")
+        images.rename(tiny / split)
+    for name, nc in (("visdrone", 10), ("dota", 15), ("tinyperson", 1)):
+        cfg = load_data_config(root / f"{name}.yaml", root=str(tmp_path))
+        assert cfg["nc"] == nc and {"train", "val"} <= set(cfg)
+        assert load_coco(cfg["val"]["json"], cfg["val"]["images"]).report.images >= 1
