@@ -88,6 +88,17 @@ def test_txt_lists_lists_and_names_dict(tmp_path, cache):
     assert list(boxes_of(cfg["val"])) == ["c.png"]
 
 
+def test_relative_path_from_the_working_dir_as_yolov5_reads_it(tmp_path, cache, monkeypatch):
+    """yolov5/data/coco128.yaml says path: ../datasets/coco128, meant from the yolov5 folder."""
+    write_set(tmp_path / "datasets" / "mine")
+    (tmp_path / "yolov5" / "data").mkdir(parents=True)
+    y = tmp_path / "yolov5" / "data" / "mine.yaml"
+    y.write_text(yaml.safe_dump({"path": "../datasets/mine", "train": "images/train", "val": "images/val",
+                                 "names": ["a", "b"]}))
+    monkeypatch.chdir(tmp_path / "yolov5")
+    assert load_data_config(y)["path"] == str(tmp_path / "datasets" / "mine")
+
+
 def test_nc_only_gives_numbered_names(tmp_path, cache):
     data = write_set(tmp_path / "data")
     cfg = load_data_config(write_yaml(data, train="images/train", val="images/val", nc=2))

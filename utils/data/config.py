@@ -2,7 +2,7 @@
 
 ```yaml
 dataset: deeppcb                     # optional: folder name under $SMALLDET_DATASETS or --data-root
-path: ../../shared/datasets/deeppcb  # used otherwise; relative paths resolve against this file's folder
+path: ../../shared/datasets/deeppcb  # used otherwise; relative to this file's folder (else to the working dir)
 train: {json: annotations/instances_train.json, images: images/train}
 val:   {json: annotations/instances_val.json,   images: images/val}
 test:  {json: ..., images: ...}      # optional
@@ -60,7 +60,11 @@ def _base_dir(cfg: dict, yaml_file: Path, root: str | None) -> Path:
         return (Path(holder).expanduser() / str(name)).resolve()
     if cfg.get("path") is not None:
         p = Path(str(cfg["path"])).expanduser()
-        return (p if p.is_absolute() else yaml_file.parent / p).resolve()
+        if p.is_absolute():
+            return p.resolve()
+        beside = (yaml_file.parent / p).resolve()
+        # YOLOv5 resolves a relative `path` against its repository root, where its users run it from
+        return beside if beside.is_dir() or not p.resolve().is_dir() else p.resolve()
     if name:
         raise DatasetError(f"{yaml_file}: 'dataset: {name}' needs the folder holding the data sets: set "
                            f"{ENV_ROOT} or pass --data-root (or give 'path:')")
