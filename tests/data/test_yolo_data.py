@@ -99,6 +99,21 @@ def test_relative_path_from_the_working_dir_as_yolov5_reads_it(tmp_path, cache, 
     assert load_data_config(y)["path"] == str(tmp_path / "datasets" / "mine")
 
 
+def test_symlinked_images_take_the_labels_beside_the_link(tmp_path, cache):
+    """A YOLO layout whose images are links into another folder (as Ultralytics reads it)."""
+    data = write_set(tmp_path / "data")
+    linked = tmp_path / "linked"
+    shutil.copytree(data / "labels", linked / "labels")
+    (linked / "images").mkdir(parents=True)
+    os.symlink(data / "images" / "train", linked / "images" / "train")
+    (linked / "images" / "val").mkdir()
+    os.symlink(data / "images" / "val" / "c.png", linked / "images" / "val" / "c.png")
+    shutil.rmtree(data / "labels")  # labels only beside the links
+    cfg = load_data_config(write_yaml(linked, train="images/train", val="images/val", names=["car", "truck"]))
+    assert boxes_of(cfg["val"]) == {"c.png": [[0, 5, 5, 15, 15]]}
+    assert len(boxes_of(cfg["train"])["a.jpg"]) == 2
+
+
 def test_nc_only_gives_numbered_names(tmp_path, cache):
     data = write_set(tmp_path / "data")
     cfg = load_data_config(write_yaml(data, train="images/train", val="images/val", nc=2))

@@ -74,6 +74,11 @@ def class_names(cfg: dict, yaml_file: Path) -> list[str]:
     return names
 
 
+def _absolute(p: Path) -> Path:
+    """Absolute and normalised, but symlinks not followed: labels/ sits beside the link, not its target."""
+    return Path(os.path.abspath(p))
+
+
 def _from_list(txt: Path, base: Path, probs: Problems) -> list[Path]:
     try:
         lines = txt.read_text(encoding="utf-8").splitlines()
@@ -92,7 +97,7 @@ def _from_list(txt: Path, base: Path, probs: Problems) -> list[Path]:
         elif hit is None:
             probs.add(f"{txt} line {n}: image {s} not found (looked in {txt.parent} and {base}); skipped")
         else:
-            out.append(hit.resolve())
+            out.append(_absolute(hit))
     return out
 
 
@@ -104,7 +109,7 @@ def list_split_images(entry: str | list[str], base: Path, yaml_file: Path, split
         p = Path(item).expanduser()
         p = p if p.is_absolute() else base / p
         if p.is_dir():
-            found += sorted(q.resolve() for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES and q.is_file())
+            found += sorted(_absolute(q) for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES and q.is_file())
         elif p.is_file() and p.suffix.lower() == ".txt":
             found += _from_list(p, base, probs)
         else:
