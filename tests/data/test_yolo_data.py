@@ -114,10 +114,10 @@ def test_symlinked_images_take_the_labels_beside_the_link(tmp_path, cache):
     assert len(boxes_of(cfg["train"])["a.jpg"]) == 2
 
 
-def test_nc_only_gives_numbered_names(tmp_path, cache):
+def test_nc_only_gives_numbered_names_and_empty_test_is_no_split(tmp_path, cache):
     data = write_set(tmp_path / "data")
-    cfg = load_data_config(write_yaml(data, train="images/train", val="images/val", nc=2))
-    assert cfg["names"] == ["class0", "class1"]
+    cfg = load_data_config(write_yaml(data, train="images/train", val="images/val", test="", nc=2))
+    assert cfg["names"] == ["class0", "class1"] and "test" not in cfg
 
 
 @pytest.mark.parametrize("extra, words", [

@@ -92,7 +92,7 @@ def load_data_config(path: str | Path, root: str | None = None) -> dict[str, Any
     out: dict[str, Any] = {"yaml_file": str(yaml_file), "path": str(base), "defaults": cfg.get("defaults") or {}}
     for split in SPLITS:
         entry = cfg.get(split)
-        if entry is None:
+        if entry is None or entry in ("", []):  # Ultralytics YAMLs write `test:` with nothing after it
             if split != "test":
                 raise DatasetError(f"{yaml_file}: no '{split}' entry; expected "
                                    f"{split}: {{json: annotations/instances_{split}.json, images: images/{split}}}")
