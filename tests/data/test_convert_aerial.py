@@ -300,3 +300,12 @@ def test_tinyperson_bad_records(tmp_path, capsys):
     assert "annotation id 1: bbox [1, 2, 0, 4] is not [x, y, w, h] with positive w and h" in err
     assert "annotation id 2: uncertain=2 must be 0 or 1" in err
     assert "image id 1:" in err and "missing.jpg" in err and not out.exists()
+
+
+def test_unreadable_label_file_is_named(tmp_path):
+    labels, images = write_visdrone(tmp_path, {"0000003_00231_d_0000016.txt": ""})
+    (labels / "0000003_00231_d_0000016.txt").write_bytes(b"1,2,3,4,1,1,0,0\n\xff\xfe\x00bad\n")
+    with pytest.raises(ConvertError, match=r"0000003_00231_d_0000016.txt: cannot read \(UnicodeDecodeError"):
+        visdrone_to_coco(labels, images)
+    (labels / "0000003_00231_d_0000016.txt").write_bytes("\ufeff1,2,3,4,1,1,0,0\n".encode())  # a BOM is not data
+    assert len(by_image(visdrone_to_coco(labels, images))["0000003_00231_d_0000016.jpg"]) == 1

@@ -131,3 +131,12 @@ def label_files(folder: str | Path, suffix: str) -> list[Path]:
     if not files:
         raise ConvertError(f"no {suffix} files under {root}")
     return files
+
+
+def read_lines(path: Path, probs: Problems) -> list[str]:
+    """A label file's lines; an unreadable file (permissions, not UTF-8) is a problem naming it."""
+    try:
+        return path.read_text(encoding="utf-8-sig").splitlines()  # -sig: a BOM some editors add is not data
+    except (OSError, UnicodeDecodeError) as e:
+        probs.add(f"{path}: cannot read ({type(e).__name__}: {e})")
+        return []

@@ -15,7 +15,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from utils.data.convert.common import CocoBuilder, ConvertError, Problems, image_size, images_by_stem, label_files
+from utils.data.convert.common import (CocoBuilder, ConvertError, Problems, image_size, images_by_stem, label_files,
+                                       read_lines)
 
 V10 = ("plane", "ship", "storage-tank", "baseball-diamond", "tennis-court", "basketball-court",
        "ground-track-field", "harbor", "bridge", "large-vehicle", "small-vehicle", "helicopter", "roundabout",
@@ -66,7 +67,7 @@ def dota_to_coco(labels: str | Path, images: str | Path, version: str = "auto", 
         if key not in imgs:
             continue
         header, objects = {}, []
-        for n, line in enumerate(txt.read_text(encoding="utf-8").splitlines(), 1):
+        for n, line in enumerate(read_lines(txt, probs), 1):
             if not line.strip():
                 continue
             head = _header(line)

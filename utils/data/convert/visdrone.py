@@ -17,7 +17,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from utils.data.convert.common import CocoBuilder, ConvertError, Problems, image_size, images_by_stem, label_files
+from utils.data.convert.common import (CocoBuilder, ConvertError, Problems, image_size, images_by_stem, label_files,
+                                       read_lines)
 
 CLASSES = ("pedestrian", "people", "bicycle", "car", "van", "truck", "tricycle", "awning-tricycle", "bus", "motor")
 IGNORED, OTHERS = 0, 11
@@ -72,7 +73,7 @@ def visdrone_to_coco(labels: str | Path, images: str | Path, others: str = "igno
         txt = files.get(key)
         if txt is None:
             continue
-        for n, line in enumerate(txt.read_text(encoding="utf-8").splitlines(), 1):
+        for n, line in enumerate(read_lines(txt, probs), 1):
             if not line.strip():
                 continue
             got = _parse_line(line)

@@ -63,7 +63,7 @@ def read_label_file(lab: Path, nc: int, probs: Problems) -> list[tuple[int, list
     """(class, [cx, cy, w, h]) of each good line of one label file; each bad line is added to
     probs as '<file> line <n>: <what is wrong>'."""
     try:
-        text = lab.read_text(encoding="utf-8")
+        text = lab.read_text(encoding="utf-8-sig")  # -sig: a BOM some editors add is not data
     except (OSError, UnicodeDecodeError) as e:
         probs.add(f"{lab}: cannot read label file ({type(e).__name__}: {e})")
         return []
