@@ -24,7 +24,7 @@ from utils.inference.slicing import MERGE_MODES, sliced_predict
 from utils.inference.sources import SourceReader
 from utils.inference.writer import DetectionWriter
 from utils.logger import LOG
-from utils.paths import increment_path
+from utils.run_lock import claim_run_dir
 from utils.torch_utils import select_device
 
 
@@ -63,7 +63,7 @@ def run_detection(weights: str | Path, source: str | int | Path, imgsz: int = 64
     if auto and verbose:
         LOG.info(f"--slice auto: frames with a long side over {LARGE * imgsz:.0f} px ({LARGE}x --imgsz {imgsz}) run "
                  f"in {imgsz} px windows, overlap {overlap}; smaller ones whole")
-    save_dir = increment_path(Path(project) / name, exist_ok, mkdir=True)
+    save_dir, lock = claim_run_dir(Path(project) / name, exist_ok)  # one writer per folder
     writer = DetectionWriter(save_dir, model.names, model.cat_ids, save_img=not nosave, save_txt=save_txt,
                              save_json=save_json, save_crop=save_crop, line_thickness=line_thickness,
                              hide_labels=hide_labels, hide_conf=hide_conf, vid_stride=vid_stride)
@@ -101,6 +101,7 @@ def run_detection(weights: str | Path, source: str | int | Path, imgsz: int = 64
         bar.close()
         frames.close()
         writer.close()
+        lock.release()
     if reader.skipped:
         LOG.warning(f"WARNING {len(reader.skipped)} unreadable image(s) skipped: {', '.join(reader.skipped[:5])}"
                     f"{' ...' if len(reader.skipped) > 5 else ''}")
