@@ -60,6 +60,8 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     a("--slice-batch", type=int, default=D["slice_batch"], help="windows per forward pass")
     a("--slice-full", action="store_true", help="also run the whole image at --imgsz and merge it in")
     a("--slice-merge", default=D["slice_merge"], choices=MERGE_MODES, help="duplicate removal across windows")
+    a("--bit-depth", default=D["bit_depth"], help="16-bit/float images to 8 bits: auto, minmax or 9..16; use the "
+      "training data YAML's bit_depth (docs/bit_depth.md)")
     return p.parse_args(argv)
 
 

@@ -24,6 +24,7 @@ from utils.inference.slicing import MERGE_MODES, sliced_predict
 from utils.inference.sources import SourceReader
 from utils.inference.writer import DetectionWriter
 from utils.logger import LOG
+from utils.data.config import parse_bit_depth
 from utils.run_lock import claim_run_dir
 from utils.torch_utils import select_device
 
@@ -43,7 +44,7 @@ def run_detection(weights: str | Path, source: str | int | Path, imgsz: int = 64
                   project: str | Path = "runs/detect", name: str = "exp", exist_ok: bool = False,
                   half: bool = False, slice: int | str = 0, overlap: float = 0.2, slice_batch: int = 4,
                   slice_full: bool = False, slice_merge: str = "nms", keep_results: bool = True,
-                  verbose: bool = True) -> list[FrameResult]:
+                  verbose: bool = True, bit_depth: int | str = "auto") -> list[FrameResult]:
     """Detect on every frame of source and write the outputs as it goes (see the module doc).
     Raises SourceError (a ValueError) for a missing source or unreadable video, CheckpointError for bad weights.
     Returns the per-frame detections (empty list when keep_results is False, e.g. for webcams).
@@ -57,7 +58,8 @@ def run_detection(weights: str | Path, source: str | int | Path, imgsz: int = 64
     if half and dev.type != "cuda":
         LOG.warning("WARNING --half needs CUDA; running in fp32 on CPU")
         half = False
-    reader = SourceReader(source, vid_stride)  # a missing source or bad video fails here, before any work
+    # a missing source, a bad video or a bad --bit-depth fails here, before any work
+    reader = SourceReader(source, vid_stride, parse_bit_depth(bit_depth, "--bit-depth"))
     model = load_model(weights, dev, fuse=True)
     imgsz = check_imgsz(imgsz, model_stride(model))
     if auto and verbose:
