@@ -98,3 +98,20 @@ def test_a_checkpoint_write_keeps_another_writers_temp_file(tmp_path):
     os.utime(other, (old, old))
     save_checkpoint({"epoch": 2}, tmp_path / "last.pt")
     assert not other.exists() and torch.load(tmp_path / "last.pt", weights_only=True)["epoch"] == 2
+
+
+def test_two_exports_of_one_checkpoint_never_share_a_temp_file(tmp_path, monkeypatch):
+    """export.py wrote every export of w.pt through the one temp file .w.torchscript.tmp.torchscript and removed
+    it when done: a second export at the same time overwrote the first one's file and removed it under it."""
+    import export
+    w = _untrained_weights(tmp_path / "w.pt")
+    real, written = export._write_torchscript, []
+
+    def recording(model, x, path, meta):
+        written.append(path)
+        real(model, x, path, meta)
+
+    monkeypatch.setattr(export, "_write_torchscript", recording)
+    export.run(w, include=("torchscript",), imgsz=64)
+    assert len(written) == 1 and str(os.getpid()) in written[0].name  # this process's own name
+    assert (tmp_path / "w.torchscript").is_file() and not written[0].exists()
