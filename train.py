@@ -154,6 +154,7 @@ def final_evaluation(trainer: Any, finish: Any) -> dict[str, Any]:
     old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         metrics = finish()
+        trainer.mark_final_eval_done()  # atomic: a signal here leaves it pending, and --resume evaluates again
     except KeyboardInterrupt:
         sig = got[0] if got else signal.SIGINT
         LOG.info(f"\n{signal.Signals(sig).name}: the final evaluation was stopped; training is complete in "
@@ -162,7 +163,6 @@ def final_evaluation(trainer: Any, finish: Any) -> dict[str, Any]:
     finally:
         for s, h in old.items():
             signal.signal(s, h)
-    trainer.mark_final_eval_done()
     return {"metrics": metrics}
 
 

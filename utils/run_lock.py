@@ -13,6 +13,7 @@ import os
 import socket
 import sys
 import time
+import weakref
 from pathlib import Path
 from typing import IO, Any
 
@@ -80,6 +81,9 @@ class RunLock:
         else:
             raise RunFolderBusy(f"{self.folder}: could not lock {self.path} (it keeps changing)")
         self._f = f
+        # released by release(), or when this object is collected or the interpreter exits (an exception that
+        # ends the run): the next run then finds no stale file to take over
+        self._release = weakref.finalize(self, _drop, self.path, f)
         f.seek(0)
         before = _holder(f.read())
         me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -122,12 +126,8 @@ class RunLock:
 
     def release(self) -> None:
         """Remove the lock file and drop the lock (idempotent)."""
-        if self._f is None:
-            return
-        try:
-            self.path.unlink(missing_ok=True)  # while still locked: nobody can be between open and lock on it
-        finally:
-            self._f.close()  # closing drops the flock
+        if self._f is not None:
+            self._release()
             self._f = None
 
     def __enter__(self) -> RunLock:
@@ -135,6 +135,16 @@ class RunLock:
 
     def __exit__(self, *exc: Any) -> None:
         self.release()
+
+
+def _drop(path: Path, f: IO[str]) -> None:
+    try:
+        if not f.closed and os.fstat(f.fileno()).st_ino == os.stat(path).st_ino:
+            path.unlink()  # while still locked: nobody can be between open and lock on it
+    except OSError:
+        pass
+    finally:
+        f.close()  # closing drops the flock
 
 
 def claim_run_dir(path: str | Path, exist_ok: bool) -> tuple[Path, RunLock]:

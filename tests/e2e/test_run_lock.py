@@ -62,6 +62,19 @@ def test_a_dead_runs_lock_is_taken_over_with_a_note(live_run, caplog):
     assert any(f"stale lock of pid {proc.pid}" in r.message for r in caplog.records)
 
 
+def test_a_run_that_ends_on_an_error_leaves_no_lock(tmp_path):
+    """Ctrl-C in the final evaluation ended val's run with a KeyboardInterrupt: its lock file stayed, and the
+    resumed run reported a stale lock."""
+    folder = tmp_path / "run"
+    crash = HOLD.replace("time.sleep(120)", "raise KeyboardInterrupt")
+    r = subprocess.run([sys.executable, "-c", crash, str(folder)], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode != 0 and "locked" in r.stdout
+    assert not (folder / LOCK_NAME).exists()
+    lock = RunLock(folder)
+    del lock  # dropped without release(), as a frame that an exception unwinds
+    assert not (folder / LOCK_NAME).exists()
+
+
 def test_train_val_detect_refuse_a_folder_a_live_run_writes_and_keep_its_files(live_run, tmp_path):
     import train
     import val
