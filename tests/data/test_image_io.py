@@ -189,3 +189,22 @@ def test_bit_depth_comes_from_the_data_yaml_and_the_checker_names_lost_frames(tm
     with pytest.raises(DatasetError, match=r"bad.yaml: bit_depth: 17 is not a bit depth"):
         load_data_config(root / "bad.yaml")
     assert parse_bit_depth("12", "x") == 12 and parse_bit_depth("MinMax", "x") == "minmax"
+
+
+def test_16_bit_colour_images_take_the_scaled_path(tmp_path):
+    """PIL opens a 48-bit RGB PNG/TIFF as mode 'RGB', so it was decoded as an 8-bit image (OpenCV's >> 8):
+    10-bit colour values came out black whatever bit_depth said."""
+    (tmp_path / "images").mkdir()
+    c = np.full((32, 48, 3), 200, np.uint16)
+    c[8:16, 8:16] = 1023
+    for ext in ("png", "tif"):
+        cv2.imwrite(str(tmp_path / "images" / f"c.{ext}"), c)
+    js = tmp_path / "ann.json"
+    js.write_text(json.dumps({"images": [{"id": i + 1, "file_name": f"c.{e}", "width": 48, "height": 32}
+                                         for i, e in enumerate(("png", "tif"))], "annotations": [],
+                              "categories": CATS}))
+    ds = CocoDataset(str(js), str(tmp_path / "images"), imgsz=64, stride=32, verbose=False)
+    assert ds.report.converted["RGB;16"] == 2
+    for i in range(2):
+        img = ds._read(i, native=True)
+        assert img[10, 10].tolist() == [255] * 3 and img[0, 0].tolist() == [50] * 3  # 1023 >> 2, 200 >> 2

@@ -18,14 +18,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from utils.data.image_io import SWAPS_SIDES, exif_orientation, shown_size, to_bgr8
+from utils.data.image_io import SWAPS_SIDES, exif_orientation, header_mode, shown_size, to_bgr8
 
 # box size = sqrt(w * h) in pixels, the same buckets the evaluation reports (AP_vt, AP_t, AP_s16, APm, APl)
 SIZE_EDGES = (8, 16, 32, 96)
 SIZE_LABELS = ("<8", "8-16", "16-32", "32-96", ">96")
 MAX_STORED_MESSAGES = 1000  # all problems are counted; only this many messages are kept
 # PIL modes whose decoding needs care: alpha is composited on grey, 16-bit/float scaled to 8 bits
-SPECIAL_MODES = ("RGBA", "LA", "PA", "RGBa", "La", "I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+SPECIAL_MODES = ("RGBA", "LA", "PA", "RGBa", "La", "I;16", "I;16B", "I;16L", "I;16N", "I", "F", "RGB;16", "RGBA;16")
 
 
 class DatasetError(ValueError):
@@ -169,7 +169,7 @@ def _probe_header(path: str, bit_depth: int | str = "auto") -> Probe:
     try:
         with Image.open(path) as im:
             (w, h), orientation = shown_size(im), exif_orientation(im)
-            mode, fmt = im.mode, im.format
+            mode, fmt = header_mode(im), im.format
     except FileNotFoundError:
         return "missing", 0, 0, "", 1, ""
     except Exception as e:  # PIL raises many types for corrupt files

@@ -62,6 +62,18 @@ def shown_size(im: Any) -> tuple[int, int]:
     return (h, w) if exif_orientation(im) in SWAPS_SIDES else (w, h)
 
 
+def header_mode(im: Any) -> str:
+    """An open PIL image's mode, with ';16' added for 16-bit colour ('RGB;16'): PIL opens those as 8-bit
+    'RGB', but they need read_image's special path to be scaled by bit_depth."""
+    if im.mode in ("RGB", "RGBA"):
+        for t in getattr(im, "tile", None) or ():
+            args = t[3] if isinstance(t, tuple) and len(t) > 3 else getattr(t, "args", None)
+            raw = args[0] if isinstance(args, tuple) and args else args
+            if isinstance(raw, str) and ";16" in raw:
+                return f"{im.mode};16"
+    return im.mode
+
+
 def file_orientation(path: str) -> int:
     """exif_orientation of a file; 1 when PIL cannot open it (OpenCV may still decode it as stored)."""
     from PIL import Image
