@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import sys
 
 from utils.data.recipe import slice_arg
 from utils.engine.checkpoint import CheckpointError
@@ -74,6 +75,9 @@ def main(argv: list[str] | None = None) -> list[FrameResult]:
         return run(**opt)
     except (CheckpointError, ValueError, OSError) as e:  # SourceError is a ValueError
         raise SystemExit(f"detect.py: error: {e}") from None
+    except KeyboardInterrupt:  # Ctrl-C on a stream is how it ends: the outputs so far are written and closed
+        print("detect.py: interrupted; the outputs written so far are kept", file=sys.stderr)
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

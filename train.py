@@ -181,5 +181,9 @@ if __name__ == "__main__":
         res = main(o)
     except (CheckpointError, TrainingStopped, OSError, ValueError) as e:  # OSError: unwritable folder, full disk
         sys.exit(f"train.py: error: {e}")
+    except KeyboardInterrupt:  # before training started, or a second Ctrl-C ("now"): last.pt is whole
+        print("train.py: interrupted; a run's weights/last.pt holds its last finished epoch (--resume continues)",
+              file=sys.stderr)
+        sys.exit(130)
     if res.get("interrupted"):
         sys.exit(128 + int(res.get("signal") or 2))

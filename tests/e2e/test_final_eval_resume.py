@@ -76,3 +76,25 @@ def test_a_signal_during_the_last_epochs_validation_leaves_the_final_evaluation_
     assert ckpt["epoch"] == 1 and ckpt["final_eval"] == "pending"
     t.mark_final_eval_done()
     assert torch.load(tmp_path / "weights" / "last.pt", weights_only=True)["final_eval"] == "done"
+
+
+@pytest.mark.parametrize("script", ["val", "detect"])
+def test_ctrl_c_ends_val_and_detect_with_one_line(script, monkeypatch, capsys):
+    """Ctrl-C on detect.py (how a webcam run ends) or val.py printed a KeyboardInterrupt traceback."""
+    import functools
+    import importlib
+    mod = importlib.import_module(script)
+
+    @functools.wraps(mod.run)  # parse_opt reads the defaults from run's signature
+    def interrupted(**kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mod, "run", interrupted)
+    try:
+        with pytest.raises(SystemExit) as e:
+            mod.main(["--weights", "w.pt", "--source", "x.jpg"] if script == "detect" else ["--weights", "w.pt"])
+    except KeyboardInterrupt:
+        pytest.fail(f"{script}.py let the KeyboardInterrupt through (a traceback)")
+    assert e.value.code == 130
+    assert capsys.readouterr().err.strip() == f"{script}.py: interrupted; " + (
+        "the outputs written so far are kept" if script == "detect" else "no metrics were written")
