@@ -62,6 +62,29 @@ def test_a_dead_runs_lock_is_taken_over_with_a_note(live_run, caplog):
     assert any(f"stale lock of pid {proc.pid}" in r.message for r in caplog.records)
 
 
+def test_without_flock_the_pid_in_the_lock_file_decides(tmp_path, monkeypatch):
+    """File systems without flock (some network mounts): a live pid on this host holds the folder, a dead one
+    does not."""
+    import json
+    import socket
+
+    from utils import run_lock
+    monkeypatch.setattr(run_lock, "fcntl", None)
+    folder = tmp_path / "run"
+    folder.mkdir()
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        info = {"pid": child.pid, "host": socket.gethostname(), "started": "2026-01-01T00:00:00", "command": "x"}
+        (folder / LOCK_NAME).write_text(json.dumps(info))
+        with pytest.raises(RunFolderBusy, match=f"pid {child.pid}"):
+            RunLock(folder)
+    finally:
+        child.kill()
+        child.wait()
+    with RunLock(folder) as lock:  # its pid is gone now
+        assert json.loads((folder / LOCK_NAME).read_text())["pid"] == os.getpid() == lock.info["pid"]
+
+
 def test_a_run_that_ends_on_an_error_leaves_no_lock(tmp_path):
     """Ctrl-C in the final evaluation ended val's run with a KeyboardInterrupt: its lock file stayed, and the
     resumed run reported a stale lock."""

@@ -232,6 +232,6 @@ def validate(data: str | dict = "data/shapes.yaml", weights: str | None = None, 
         (save_dir / "metrics.json").write_text(json.dumps({**res, **meta}, indent=1))
         if verbose:
             LOG.info(f"Results saved to {save_dir}")
-    if lock is not None:  # on an error the lock goes with this frame (its file is closed)
+    if lock is not None:  # on an error it is released when this frame goes (utils/run_lock.py)
         lock.release()
     return res
