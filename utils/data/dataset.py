@@ -57,7 +57,9 @@ class CocoDataset(Dataset):
         self.json_path, self.img_dir = coco.json_path, coco.img_dir
         self.files, self.image_ids, self.shapes = coco.files, coco.image_ids, coco.shapes
         self.boxes, self.ann_ids, self.special = coco.boxes, coco.ann_ids, coco.convert
-        self.orientation, self.bit_depth = coco.orientation, bit_depth  # how read_image decodes (image_io.py)
+        # how read_image decodes (utils/data/image_io.py); orientation 0: not known, read_image reads it
+        self.orientation = coco.orientation if coco.orientation is not None else np.zeros(len(coco.files), np.int64)
+        self.bit_depth = bit_depth
         if imgsz % stride:
             raise ValueError(f"imgsz {imgsz} must be a multiple of the model stride {stride}")
         self.imgsz, self.stride, self.batch_size = int(imgsz), int(stride), int(batch_size)
