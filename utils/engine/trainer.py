@@ -98,7 +98,9 @@ class Trainer:
             if rng.get("dataset") is not None and isinstance(getattr(ds, "rng", None), np.random.Generator):
                 ds.rng.bit_generator.state = rng["dataset"]
         self.logger.truncate_after(ckpt["epoch"])
-        LOG.info(f"Resuming from epoch {self.start_epoch} of {self.epochs} in {self.save_dir}")
+        self.final_eval = ckpt.get("final_eval")
+        if self.final_eval != "pending":  # else train.py says that only the final evaluation runs
+            LOG.info(f"Resuming from epoch {self.start_epoch} of {self.epochs} in {self.save_dir}")
 
     def _rng_state(self) -> dict[str, Any]:
         gen = getattr(self.train_loader, "generator", None)
