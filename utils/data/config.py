@@ -7,6 +7,7 @@ train: {json: annotations/instances_train.json, images: images/train}
 val:   {json: annotations/instances_val.json,   images: images/val}
 test:  {json: ..., images: ...}      # optional
 defaults: {imgsz: 640, epochs: 100}  # optional hints for train.py flags left unset
+bit_depth: auto                      # optional: how 16-bit/float frames become 8 bits (docs/bit_depth.md)
 generate: shapes                     # optional: utils/data/shapes.py makes the set at `path` on first use
 ```
 Class names come from the json categories (sorted by id: contiguous index -> `cat_ids[index]`).
@@ -24,6 +25,7 @@ from typing import Any
 import yaml
 
 from utils.data.coco import DatasetError, read_categories
+from utils.data.image_io import BIT_DEPTH_MODES
 from utils.data.native_data import is_native_entry, native_split
 from utils.data.yolo_data import is_yolo_entry, yolo_split
 
@@ -71,10 +73,22 @@ def _base_dir(cfg: dict, yaml_file: Path, root: str | None) -> Path:
     return yaml_file.parent
 
 
+def parse_bit_depth(value: Any, where: str) -> int | str:
+    """The `bit_depth` setting (data YAML key, detect.py --bit-depth): 'auto', 'minmax' or a whole number 9..16,
+    how utils/data/image_io.py scales 16-bit and float frames to 8 bits. ValueError (DatasetError) naming `where`."""
+    text = str(value).strip().lower()
+    if text in BIT_DEPTH_MODES:
+        return text
+    if text.isdigit() and 9 <= int(text) <= 16:
+        return int(text)
+    raise DatasetError(f"{where}: {value!r} is not a bit depth: use auto, minmax or a whole number 9..16 "
+                       f"(the bits the sensor uses, e.g. 10 or 12 for infrared)")
+
+
 def load_data_config(path: str | Path, root: str | None = None) -> dict[str, Any]:
     """Read a data YAML. Returns {'yaml_file', 'path', 'train'/'val'/['test']: {'json', 'images',
-    'name'}, 'names', 'nc', 'cat_ids', 'defaults'} with absolute paths. `root` (or the env var
-    SMALLDET_DATASETS) is the folder holding the data sets, used with the YAML's `dataset:` key."""
+    'name', 'bit_depth'}, 'names', 'nc', 'cat_ids', 'defaults', 'bit_depth'} with absolute paths. `root` (or the
+    env var SMALLDET_DATASETS) is the folder holding the data sets, used with the YAML's `dataset:` key."""
     yaml_file = _find_yaml(path)
     try:
         cfg = yaml.safe_load(yaml_file.read_text())
@@ -89,7 +103,8 @@ def load_data_config(path: str | Path, root: str | None = None) -> dict[str, Any
         hint = (f"; set {ENV_ROOT} (the folder holding '{cfg['dataset']}') or pass --data-root"
                 if cfg.get("dataset") else "")
         raise DatasetError(f"{yaml_file}: data set folder {base} not found{hint}")
-    out: dict[str, Any] = {"yaml_file": str(yaml_file), "path": str(base), "defaults": cfg.get("defaults") or {}}
+    out: dict[str, Any] = {"yaml_file": str(yaml_file), "path": str(base), "defaults": cfg.get("defaults") or {},
+                           "bit_depth": parse_bit_depth(cfg.get("bit_depth", "auto"), f"{yaml_file}: bit_depth")}
     for split in SPLITS:
         entry = cfg.get(split)
         if entry is None or entry in ("", []):  # Ultralytics YAMLs write `test:` with nothing after it
@@ -100,6 +115,7 @@ def load_data_config(path: str | Path, root: str | None = None) -> dict[str, Any
         if is_yolo_entry(entry) or is_native_entry(entry):  # converted to a cached COCO json
             out[split] = (yolo_split(cfg, entry, base, yaml_file, split) if is_yolo_entry(entry)
                           else native_split(entry, base, yaml_file, split))
+            out[split]["bit_depth"] = out["bit_depth"]
             continue
         if not isinstance(entry, dict) or not {"json", "images"} <= set(entry):
             raise DatasetError(f"{yaml_file}: '{split}' must be a mapping with 'json' and 'images' (COCO), an image "
@@ -110,7 +126,7 @@ def load_data_config(path: str | Path, root: str | None = None) -> dict[str, Any
             raise DatasetError(f"{yaml_file}: {split} annotation file {js} not found")
         if not im.is_dir():
             raise DatasetError(f"{yaml_file}: {split} image folder {im} not found")
-        out[split] = {"json": str(js), "images": str(im), "name": split}
+        out[split] = {"json": str(js), "images": str(im), "name": split, "bit_depth": out["bit_depth"]}
     names, cat_ids = read_categories(out["train"]["json"])
     for split in SPLITS[1:]:
         if split in out:

@@ -62,11 +62,14 @@ def list_images(folder: str | Path) -> list[Path]:
 
 
 def image_size(path: Path) -> tuple[int, int]:
-    """(width, height) from the file header; raises ConvertError naming the file."""
+    """(width, height) from the file header, as shown (EXIF orientation applied, as training reads it);
+    raises ConvertError naming the file."""
     from PIL import Image  # reads the header only
+
+    from utils.data.image_io import shown_size
     try:
         with Image.open(path) as im:
-            return im.size
+            return shown_size(im)
     except Exception as e:  # PIL raises many types for corrupt files
         raise ConvertError(f"{path}: cannot read image size ({type(e).__name__}: {e})") from None
 
