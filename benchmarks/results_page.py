@@ -1,0 +1,244 @@
+"""The results page, docs/results.md, generated from the measurement files in benchmarks/results/*.json.
+
+    python -m benchmarks.results_page            # (re)write docs/results.md
+    python -m benchmarks.results_page --check    # exit 1 when docs/results.md is not what the files give
+
+Every number on the page is read from a file here, never typed in. The files users read most get their own
+tables (the peers at equal compute on deeppcb and aerial-cars, the ablations); every other file, a new one
+included, gets a generic section: its text fields as prose, its command as a code block, its numbers as tables.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from benchmarks.ablation import table as ablation_table
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+PAGE = ROOT / "docs" / "results.md"
+COMMAND = "python -m benchmarks.results_page"
+TEXT_KEYS = ("what", "how", "note", "notes", "why", "machine", "device")  # prose, not table cells
+CMD_KEYS = ("command", "cmd")
+
+
+def cell(v: Any) -> str:
+    """A value as a table cell: floats to 4 significant digits, pycocotools' -1 (undefined AP) as a dash."""
+    if isinstance(v, bool) or v is None:
+        return str(v)
+    if isinstance(v, float):
+        return "–" if v == -1.0 else f"{v:.4g}"
+    if isinstance(v, (list, tuple)):
+        return ", ".join(cell(x) for x in v)
+    return str(v).replace("|", "\\|").replace("\n", " ")
+
+
+def md_table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|---" * len(header) + "|",
+            *("| " + " | ".join(cell(c) for c in r) + " |" for r in rows)]
+
+
+def scalar(v: Any) -> bool:
+    return not isinstance(v, (dict, list)) or (isinstance(v, list) and all(not isinstance(x, (dict, list)) for x in v))
+
+
+def flat(d: dict, prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}: a row's nested numbers as columns."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flat(v, f"{prefix}{k}."))
+        elif scalar(v):
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def rows_table(rows: dict[str, dict], key: str = "") -> list[str]:
+    """One row per entry, one column per (flattened) field that any entry has."""
+    flats = {name: flat(r) for name, r in rows.items()}
+    cols = list(dict.fromkeys(c for f in flats.values() for c in f))
+    return md_table([key, *cols], [[name, *(f.get(c, "") for c in cols)] for name, f in flats.items()])
+
+
+def generic(d: Any, level: int = 3) -> list[str]:
+    """Prose for the text fields, a code block for the command, tables for the numbers, then nested parts."""
+    if isinstance(d, list):
+        if all(isinstance(x, dict) for x in d):
+            return rows_table({str(i): x for i, x in enumerate(d)}, "#")
+        return [cell(d)]
+    out: list[str] = []
+    for k in TEXT_KEYS:
+        if isinstance(d.get(k), str):
+            out += [f"*{k}:* {d[k]}", ""]
+    for k in CMD_KEYS:
+        if isinstance(d.get(k), str):
+            out += ["```bash", d[k], "```", ""]
+    rest = {k: v for k, v in d.items() if not (isinstance(v, str) and k in (*TEXT_KEYS, *CMD_KEYS))}
+    scalars = {k: v for k, v in rest.items() if scalar(v)}
+    if scalars:
+        out += [*md_table(["field", "value"], [[k, v] for k, v in scalars.items()]), ""]
+    for k, v in rest.items():
+        if scalar(v):
+            continue
+        out += [f"{'#' * level} {k}", ""]
+        tabular = isinstance(v, dict) and v and all(isinstance(x, dict) for x in v.values()) and all(
+            all(scalar(y) or isinstance(y, dict) for y in x.values()) for x in v.values())
+        out += [*(rows_table(v) if tabular else generic(v, min(level + 1, 6))), ""]
+    return out
+
+
+def _ab_model(row: dict) -> str:
+    """An ablation row as the model users train: its config and head size, as the speed files name it."""
+    reg_max = (row.get("options") or {}).get("reg_max")
+    return row["cfg"].removesuffix(".yaml") + (f" --reg-max {reg_max}" if reg_max else "")
+
+
+def _mean(*xs: float) -> float:
+    return sum(xs) / len(xs)
+
+
+def deeppcb_peers(files: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """The equal-compute table: the peers' two seeds against the anchor-free rows ablated at both seeds."""
+    names = ["peers-deeppcb-20ep-seed1-cpu.json", "ablation-deeppcb-20ep.json", "ablation-deeppcb-20ep-seed1.json",
+             "speed-equal-compute-cpu.json", "gpu-h200-deeppcb-20ep.json"]
+    if not all(n in files for n in names):
+        return [], []
+    peers, s0, s1, speed, gpu = (files[n] for n in names)
+    windows = [speed, *(v for k, v in speed.items() if k[:2] == "20" and isinstance(v, dict))]
+
+    def speed_of(model: str, key: str) -> Any:  # the latest quiet window that timed the model
+        return next((w[key][model] for w in reversed(windows) if model in w.get(key, {})), "–")
+
+    gpu_rows = {r["model"].removeprefix("Ultralytics "): r for r in gpu["rows"]}
+    rows = []
+    for name, p in peers["peers"].items():
+        g, m = gpu_rows.get(name, {}), p["mean_seeds_0_1"]
+        rows.append([f"Ultralytics {name}", g.get("params_M", "–"), g.get("gflops_320", "–"),
+                     f"{p['seed0_gpu']['AP']:.3f} / {p['seed1_cpu']['AP']:.3f}", m["AP"], m["AP50"], m["APs"],
+                     speed_of(name, "train_img_per_s"), speed_of(name, "forward_latency_ms_median")])
+    for n, a in s0["rows"].items():
+        b = s1["rows"].get(n)
+        if b is None or a["assigner"] != "tal":
+            continue
+        model = _ab_model(a)
+        rows.append([f"smalldet {model}", a["params_M"], a["gflops"], f"{a['AP']:.3f} / {b['AP']:.3f}",
+                     *(_mean(a[k], b[k]) for k in ("AP", "AP50", "APs")),
+                     speed_of(model, "train_img_per_s"), speed_of(model, "forward_latency_ms_median")])
+    text = ["deeppcb, 20 epochs at 320 px, batch 16. AP, AP50, APs: the mean of seeds 0 and 1 (pycocotools, val "
+            "split). The peers' seed 0 ran on an H200, seed 1 on the 2-core CPU; ours are the ablation rows with "
+            "TAL at both seeds. Params and GFLOPs of the peers as `gpu-h200-deeppcb-20ep.json` counted them "
+            "(training graph); train img/s and forward latency (batch 1, one thread) from the latest quiet "
+            "window of `speed-equal-compute-cpu.json` that timed the model.", "",
+            *md_table(["model", "params (M)", "GFLOPs@320", "AP seed 0 / 1", "AP", "AP50", "APs", "train img/s",
+                       "latency ms"], rows), "",
+            "Commands: the peers", "", "```bash", peers["cmd"], "```", "",
+            "ours (`--rows`: the row names of the ablation tables below)", "", "```bash",
+            ablation_command(s0["budget"], "ablation-deeppcb-20ep.json"),
+            ablation_command(s1["budget"], "ablation-deeppcb-20ep-seed1.json"), "```"]
+    return text, names
+
+
+def _wall_min(seed: dict) -> Any:
+    """A run's minutes under whichever name its file used (the peers' from peer.py's train_s)."""
+    for k in ("train_wall_min", "wall_min", "train_min"):
+        if k in seed:
+            return seed[k]
+    return round(seed["train_s"] / 60, 1) if "train_s" in seed else "–"
+
+
+def aerial_cars_peers(files: dict[str, Any]) -> tuple[list[str], list[str]]:
+    name = "aerial-cars-50ep.json"
+    if name not in files:
+        return [], []
+    d = files[name]
+    rows, cmds = [], []
+    for side, label in (("peers", "Ultralytics "), ("ours", "smalldet ")):
+        for model, r in d[side].items():
+            walls = [_wall_min(s) for s in r["seeds"].values()]
+            rows.append([label + model, r.get("GFLOPs_640", "–"), ", ".join(r["seeds"]),
+                         *(r["mean"].get(k, "–") for k in ("AP", "AP50", "APs", "car_AP")),
+                         " / ".join(cell(w) for w in walls)])
+            cmds.append(f"{r['cmd']}   # {label + model}")
+    text = [d["what"], "", "AP, AP50, APs and car AP: means over the seeds listed; train wall: minutes per seed "
+            "(the peers': their `train_s`, per-epoch val included, where no wall time was taken).", "",
+            *md_table(["model", "GFLOPs@640", "seeds", "AP", "AP50", "APs", "car AP", "train wall min"], rows), "",
+            "```bash", *cmds, "```"]
+    return text, [name]
+
+
+def ablation_command(b: dict, name: str) -> str:
+    """The benchmarks.ablation call whose budget the file records (the budget is its options)."""
+    hs = " ".join(b.get("hyp_set") or [])
+    return (f"python -m benchmarks.ablation --data {b['data']} --epochs {b['epochs']} --imgsz {b['imgsz']} "
+            f"--batch {b['batch']} --seed {b['seed']} --threads {b['threads']} --hyp-set {hs}".rstrip()
+            + (f" --recipe {b['recipe']} --cache" if b.get("recipe") else "")
+            + f" --rows ROW ... --out benchmarks/results/{name}")
+
+
+def ablations(files: dict[str, Any]) -> tuple[list[str], list[str]]:
+    names = sorted(n for n in files if n.startswith("ablation-"))
+    text: list[str] = []
+    for n in names:
+        text += [f"### {n.removesuffix('.json')}", "", "```bash", ablation_command(files[n]["budget"], n), "```", "",
+                 ablation_table(files[n]).rstrip("\n"), ""]
+    return text, names
+
+
+# (title, renderer): the sections users read first; the rest of the files follow generically
+SECTIONS: list[tuple[str, Callable[[dict[str, Any]], tuple[list[str], list[str]]]]] = [
+    ("deeppcb: against the Ultralytics peers at equal compute", deeppcb_peers),
+    ("aerial-cars: against the Ultralytics peers at equal compute", aerial_cars_peers),
+    ("Ablations", ablations),
+]
+
+
+def _load(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise SystemExit(f"{path}: not valid JSON ({e})") from None
+
+
+def render(results: Path = RESULTS) -> str:
+    files = {p.name: _load(p) for p in sorted(results.glob("*.json"))}
+    out = ["# Results", "", f"Generated by `{COMMAND}` from `benchmarks/results/*.json`; do not edit by hand "
+           "(after adding or changing a results file, run that command). Each section names its files and the "
+           "command that measured them. AP figures are COCO AP by pycocotools; – is a value the file does not "
+           "have, or AP that is undefined (no val box of that size).", ""]
+    done: set[str] = set()
+    for title, fn in SECTIONS:
+        text, used = fn(files)
+        if used:
+            out += [f"## {title}", "", "Files: " + ", ".join(f"`{u}`" for u in used), "", *text, ""]
+            done.update(used)
+    rest = [name for name in files if name not in done]
+    if rest:
+        out += ["## Other measurements", "", "Every other file as it is: its text, its command, its numbers.", ""]
+    for name in rest:
+        out += [f"### {name.removesuffix('.json')}", "", f"File: `{name}`", "", *generic(files[name], 4), ""]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(out)).rstrip() + "\n"
+
+
+def write_page(results: Path = RESULTS, page: Path = PAGE) -> None:
+    page.parent.mkdir(parents=True, exist_ok=True)
+    page.write_text(render(results))
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--check", action="store_true", help="only check that the page is current")
+    opt = ap.parse_args(argv)
+    if opt.check:
+        if not PAGE.exists() or PAGE.read_text() != render():
+            raise SystemExit(f"{PAGE} is not current: run {COMMAND}")
+        return
+    write_page()
+    print(f"wrote {PAGE.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
