@@ -64,11 +64,23 @@ def rows_table(rows: dict[str, dict], key: str = "") -> list[str]:
     return md_table([key, *cols], [[name, *(f.get(c, "") for c in cols)] for name, f in flats.items()])
 
 
+def _runs(items: list[dict]) -> bool:
+    """Whole runs, each with its own command, rather than the rows of one table (whose nested lists drop out)."""
+    return any(k in x for x in items for k in CMD_KEYS)
+
+
+def _flat_dict(v: Any) -> bool:
+    return isinstance(v, dict) and bool(v) and all(scalar(y) for y in v.values())
+
+
 def generic(d: Any, level: int = 3) -> list[str]:
     """Prose for the text fields, a code block for the command, tables for the numbers, then nested parts."""
+    h = "#" * level
     if isinstance(d, list):
-        if all(isinstance(x, dict) for x in d):
-            return rows_table({str(i): x for i, x in enumerate(d)}, "#")
+        if d and all(isinstance(x, dict) for x in d):
+            if not _runs(d):
+                return rows_table({str(i): x for i, x in enumerate(d)}, "#")
+            return [line for i, x in enumerate(d) for line in (f"{h} {i}", "", *generic(x, min(level + 1, 6)), "")]
         return [cell(d)]
     out: list[str] = []
     for k in TEXT_KEYS:
@@ -81,10 +93,19 @@ def generic(d: Any, level: int = 3) -> list[str]:
     scalars = {k: v for k, v in rest.items() if scalar(v)}
     if scalars:
         out += [*md_table(["field", "value"], [[k, v] for k, v in scalars.items()]), ""]
-    for k, v in rest.items():
-        if scalar(v):
+    nested = {k: v for k, v in rest.items() if not scalar(v)}
+    # flat parts with the same fields (median_ms, mean_ms, min_ms of the same runs): one table, a row each
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for k, v in nested.items():
+        if _flat_dict(v):
+            groups.setdefault(tuple(v), []).append(k)
+    for k, v in nested.items():
+        group = groups.get(tuple(v), []) if _flat_dict(v) else []
+        if len(group) > 1:
+            if k == group[0]:
+                out += [f"{h} {', '.join(group)}", "", *rows_table({g: nested[g] for g in group}), ""]
             continue
-        out += [f"{'#' * level} {k}", ""]
+        out += [f"{h} {k}", ""]
         tabular = isinstance(v, dict) and v and all(isinstance(x, dict) for x in v.values()) and all(
             all(scalar(y) or isinstance(y, dict) for y in x.values()) for x in v.values())
         out += [*(rows_table(v) if tabular else generic(v, min(level + 1, 6))), ""]
