@@ -24,6 +24,7 @@ PAGE = ROOT / "docs" / "results.md"
 COMMAND = "python -m benchmarks.results_page"
 TEXT_KEYS = ("what", "how", "note", "notes", "why", "machine", "device")  # prose, not table cells
 CMD_KEYS = ("command", "cmd")
+FLOPS = "peer-flops-320.json"  # the peers' deployed size at deeppcb's 320 px, 6 classes
 
 
 def cell(v: Any) -> str:
@@ -134,11 +135,14 @@ def deeppcb_peers(files: dict[str, Any]) -> tuple[list[str], list[str]]:
     def speed_of(model: str, key: str) -> Any:  # the latest quiet window that timed the model
         return next((w[key][model] for w in reversed(windows) if model in w.get(key, {})), "–")
 
-    gpu_rows = {r["model"].removeprefix("Ultralytics "): r for r in gpu["rows"]}
+    # the deployed (fused) peers' size where peer_flops counted it, else the GPU run's count of the training graph
+    flops = files.get(FLOPS, {}).get("models", {})
+    sizes = {r["model"].removeprefix("Ultralytics "): (r["params_M"], r["gflops_320"]) for r in gpu["rows"]}
+    sizes |= {m: (r["params_M"], r["GFLOPs"]) for m, r in flops.items()}
     rows = []
     for name, p in peers["peers"].items():
-        g, m = gpu_rows.get(name, {}), p["mean_seeds_0_1"]
-        rows.append([f"Ultralytics {name}", g.get("params_M", "–"), g.get("gflops_320", "–"),
+        m = p["mean_seeds_0_1"]
+        rows.append([f"Ultralytics {name}", *sizes.get(name, ("–", "–")),
                      f"{p['seed0_gpu']['AP']:.3f} / {p['seed1_cpu']['AP']:.3f}", m["AP"], m["AP50"], m["APs"],
                      speed_of(name, "train_img_per_s"), speed_of(name, "forward_latency_ms_median")])
     for n, a in s0["rows"].items():
@@ -149,18 +153,21 @@ def deeppcb_peers(files: dict[str, Any]) -> tuple[list[str], list[str]]:
         rows.append([f"smalldet {model}", a["params_M"], a["gflops"], f"{a['AP']:.3f} / {b['AP']:.3f}",
                      *(_mean(a[k], b[k]) for k in ("AP", "AP50", "APs")),
                      speed_of(model, "train_img_per_s"), speed_of(model, "forward_latency_ms_median")])
+    size_note = (f"the peers fused as deployed (`{FLOPS}`; YOLO26 keeps one of its two heads)" if flops else
+                 "the peers' training graph as `gpu-h200-deeppcb-20ep.json` counted it")
     text = ["deeppcb, 20 epochs at 320 px, batch 16. AP, AP50, APs: the mean of seeds 0 and 1 (pycocotools, val "
             "split). The peers' seed 0 ran on an H200, seed 1 on the 2-core CPU; ours are the ablation rows with "
-            "TAL at both seeds. Params and GFLOPs of the peers as `gpu-h200-deeppcb-20ep.json` counted them "
-            "(training graph); train img/s and forward latency (batch 1, one thread) from the latest quiet "
-            "window of `speed-equal-compute-cpu.json` that timed the model.", "",
+            f"TAL at both seeds. Params and GFLOPs: ours as built, {size_note}. Train img/s and forward latency "
+            "(batch 1, one thread): the latest quiet window of `speed-equal-compute-cpu.json` that timed the model.",
+            "",
             *md_table(["model", "params (M)", "GFLOPs@320", "AP seed 0 / 1", "AP", "AP50", "APs", "train img/s",
                        "latency ms"], rows), "",
-            "Commands: the peers", "", "```bash", peers["cmd"], "```", "",
+            "Commands: the peers", "", "```bash", peers["cmd"], *([files[FLOPS]["command"]] if flops else []),
+            "```", "",
             "ours (`--rows`: the row names of the ablation tables below)", "", "```bash",
             ablation_command(s0["budget"], "ablation-deeppcb-20ep.json"),
             ablation_command(s1["budget"], "ablation-deeppcb-20ep-seed1.json"), "```"]
-    return text, names
+    return text, names + ([FLOPS] if flops else [])
 
 
 def _wall_min(seed: dict) -> Any:
