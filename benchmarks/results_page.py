@@ -123,51 +123,90 @@ def _mean(*xs: float) -> float:
     return sum(xs) / len(xs)
 
 
-def deeppcb_peers(files: dict[str, Any]) -> tuple[list[str], list[str]]:
-    """The equal-compute table: the peers' two seeds against the anchor-free rows ablated at both seeds."""
-    names = ["peers-deeppcb-20ep-seed1-cpu.json", "ablation-deeppcb-20ep.json", "ablation-deeppcb-20ep-seed1.json",
-             "speed-equal-compute-cpu.json", "gpu-h200-deeppcb-20ep.json"]
-    if not all(n in files for n in names):
-        return [], []
-    peers, s0, s1, speed, gpu = (files[n] for n in names)
+DEEPPCB = ["peers-deeppcb-20ep-seed1-cpu.json", "ablation-deeppcb-20ep.json", "ablation-deeppcb-20ep-seed1.json",
+           "speed-equal-compute-cpu.json", "gpu-h200-deeppcb-20ep.json"]
+AERIAL = "aerial-cars-50ep.json"
+# the model picked against each peer on both sets: at or under the peer's inference GFLOPs on both
+PICKS = {"yolov5nu": "yolov5n-p2-dfl --reg-max 4", "yolo11n": "yolov5n-dfl --reg-max 4",
+         "yolo26n": "yolov5n-dfl-half --reg-max 4", "yolo26n-p2": "yolov5n-p2-dfl-mix --reg-max 4"}
+COLS = ["params (M)", "GFLOPs@320", "AP seed 0 / 1", "AP", "AP50", "APs", "train img/s", "latency ms"]
+
+
+def deeppcb_models(files: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each peer's and each anchor-free ablation row's two-seed figures on deeppcb, by model name (COLS)."""
+    if not all(n in files for n in DEEPPCB):
+        return {}
+    peers, s0, s1, speed, gpu = (files[n] for n in DEEPPCB)
     windows = [speed, *(v for k, v in speed.items() if k[:2] == "20" and isinstance(v, dict))]
 
     def speed_of(model: str, key: str) -> Any:  # the latest quiet window that timed the model
         return next((w[key][model] for w in reversed(windows) if model in w.get(key, {})), "–")
 
     # the deployed (fused) peers' size where peer_flops counted it, else the GPU run's count of the training graph
-    flops = files.get(FLOPS, {}).get("models", {})
     sizes = {r["model"].removeprefix("Ultralytics "): (r["params_M"], r["gflops_320"]) for r in gpu["rows"]}
-    sizes |= {m: (r["params_M"], r["GFLOPs"]) for m, r in flops.items()}
-    rows = []
+    sizes |= {m: (r["params_M"], r["GFLOPs"]) for m, r in files.get(FLOPS, {}).get("models", {}).items()}
+    out: dict[str, dict[str, Any]] = {}
     for name, p in peers["peers"].items():
         m = p["mean_seeds_0_1"]
-        rows.append([f"Ultralytics {name}", *sizes.get(name, ("–", "–")),
-                     f"{p['seed0_gpu']['AP']:.3f} / {p['seed1_cpu']['AP']:.3f}", m["AP"], m["AP50"], m["APs"],
-                     speed_of(name, "train_img_per_s"), speed_of(name, "forward_latency_ms_median")])
+        out[name] = dict(zip(COLS, [*sizes.get(name, ("–", "–")),
+                                    f"{p['seed0_gpu']['AP']:.3f} / {p['seed1_cpu']['AP']:.3f}", m["AP"], m["AP50"],
+                                    m["APs"], speed_of(name, "train_img_per_s"),
+                                    speed_of(name, "forward_latency_ms_median")]))
     for n, a in s0["rows"].items():
         b = s1["rows"].get(n)
         if b is None or a["assigner"] != "tal":
             continue
-        model = _ab_model(a)
-        rows.append([f"smalldet {model}", a["params_M"], a["gflops"], f"{a['AP']:.3f} / {b['AP']:.3f}",
-                     *(_mean(a[k], b[k]) for k in ("AP", "AP50", "APs")),
-                     speed_of(model, "train_img_per_s"), speed_of(model, "forward_latency_ms_median")])
+        name = _ab_model(a)
+        out[name] = dict(zip(COLS, [a["params_M"], a["gflops"], f"{a['AP']:.3f} / {b['AP']:.3f}",
+                                    *(_mean(a[k], b[k]) for k in ("AP", "AP50", "APs")),
+                                    speed_of(name, "train_img_per_s"), speed_of(name, "forward_latency_ms_median")]))
+    return out
+
+
+def headline(files: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """One model per peer on both sets: its margins in AP and APs over the peer's seed mean."""
+    dp = deeppcb_models(files)
+    if not dp or AERIAL not in files:
+        return [], []
+    ac = {**files[AERIAL]["peers"], **files[AERIAL]["ours"]}
+    rows = []
+    for peer, ours in PICKS.items():
+        if not all(m in dp and m in ac for m in (peer, ours)):
+            continue
+        margins = [f"{100 * (dp[ours][k] - dp[peer][k]):+.1f}" for k in ("AP", "APs")]
+        margins += [f"{100 * (ac[ours]['mean'][k] - ac[peer]['mean'][k]):+.1f}" for k in ("AP", "APs")]
+        rows.append([f"{peer} ({cell(dp[peer]['GFLOPs@320'])} / {cell(ac[peer]['GFLOPs_640'])})",
+                     f"{ours} ({cell(dp[ours]['GFLOPs@320'])} / {cell(ac[ours]['GFLOPs_640'])})",
+                     " / ".join(margins[:2]), " / ".join(margins[2:])])
+    text = ["Each Ultralytics peer against the smalldet model picked for it on both data sets: AP and APs points "
+            "(x100) over the peer, each side the mean over its seeds; in brackets GFLOPs at inference, at 320 px "
+            "(deeppcb, 6 classes) / 640 px (aerial-cars, 4 classes). The two sections below hold the figures.", "",
+            *md_table(["peer (GFLOPs)", "ours (GFLOPs)", "deeppcb AP / APs", "aerial-cars AP / APs"], rows)]
+    return text, [*DEEPPCB, *([FLOPS] if FLOPS in files else []), AERIAL]
+
+
+def deeppcb_peers(files: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """The equal-compute table: the peers' two seeds against the anchor-free rows ablated at both seeds."""
+    models = deeppcb_models(files)
+    if not models:
+        return [], []
+    peers, s0, s1 = (files[n] for n in DEEPPCB[:3])
+    flops = FLOPS in files
+    rows = [[("Ultralytics " if name in peers["peers"] else "smalldet ") + name, *m.values()]
+            for name, m in models.items()]
     size_note = (f"the peers fused as deployed (`{FLOPS}`; YOLO26 keeps one of its two heads)" if flops else
                  "the peers' training graph as `gpu-h200-deeppcb-20ep.json` counted it")
     text = ["deeppcb, 20 epochs at 320 px, batch 16. AP, AP50, APs: the mean of seeds 0 and 1 (pycocotools, val "
             "split). The peers' seed 0 ran on an H200, seed 1 on the 2-core CPU; ours are the ablation rows with "
             f"TAL at both seeds. Params and GFLOPs: ours as built, {size_note}. Train img/s and forward latency "
             "(batch 1, one thread): the latest quiet window of `speed-equal-compute-cpu.json` that timed the model.",
-            "",
-            *md_table(["model", "params (M)", "GFLOPs@320", "AP seed 0 / 1", "AP", "AP50", "APs", "train img/s",
-                       "latency ms"], rows), "",
+            "", *md_table(["model", *COLS], rows), "",
             "Commands: the peers", "", "```bash", peers["cmd"], *([files[FLOPS]["command"]] if flops else []),
             "```", "",
             "ours (`--rows`: the row names of the ablation tables below)", "", "```bash",
             ablation_command(s0["budget"], "ablation-deeppcb-20ep.json"),
             ablation_command(s1["budget"], "ablation-deeppcb-20ep-seed1.json"), "```"]
-    return text, names + ([FLOPS] if flops else [])
+    return text, DEEPPCB + ([FLOPS] if flops else [])
 
 
 def _wall_min(seed: dict) -> Any:
@@ -179,10 +218,9 @@ def _wall_min(seed: dict) -> Any:
 
 
 def aerial_cars_peers(files: dict[str, Any]) -> tuple[list[str], list[str]]:
-    name = "aerial-cars-50ep.json"
-    if name not in files:
+    if AERIAL not in files:
         return [], []
-    d = files[name]
+    d = files[AERIAL]
     rows, cmds = [], []
     for side, label in (("peers", "Ultralytics "), ("ours", "smalldet ")):
         for model, r in d[side].items():
@@ -195,7 +233,7 @@ def aerial_cars_peers(files: dict[str, Any]) -> tuple[list[str], list[str]]:
             "(the peers': their `train_s`, per-epoch val included, where no wall time was taken).", "",
             *md_table(["model", "GFLOPs@640", "seeds", "AP", "AP50", "APs", "car AP", "train wall min"], rows), "",
             "```bash", *cmds, "```"]
-    return text, [name]
+    return text, [AERIAL]
 
 
 def ablation_command(b: dict, name: str) -> str:
@@ -218,6 +256,7 @@ def ablations(files: dict[str, Any]) -> tuple[list[str], list[str]]:
 
 # (title, renderer): the sections users read first; the rest of the files follow generically
 SECTIONS: list[tuple[str, Callable[[dict[str, Any]], tuple[list[str], list[str]]]]] = [
+    ("One model per peer on both data sets", headline),
     ("deeppcb: against the Ultralytics peers at equal compute", deeppcb_peers),
     ("aerial-cars: against the Ultralytics peers at equal compute", aerial_cars_peers),
     ("Ablations", ablations),

@@ -68,3 +68,11 @@ def test_the_deeppcb_means_are_the_seed_files_mean():
               for x in ("", "-seed1"))
     row = next(ln for ln in render().splitlines() if ln.startswith("| smalldet yolov5n-p2-dfl --reg-max 4 |"))
     assert f"| {(s0['AP'] + s1['AP']) / 2:.4g} |" in row and f"| {s0['AP']:.3f} / {s1['AP']:.3f} |" in row
+
+
+def test_headline_margins_are_the_differences_of_the_seed_means():
+    aerial = json.loads((RESULTS / "aerial-cars-50ep.json").read_text())
+    ours, peer = aerial["ours"]["yolov5n-dfl-half --reg-max 4"]["mean"], aerial["peers"]["yolo26n"]["mean"]
+    row = next(ln for ln in render().splitlines() if ln.startswith("| yolo26n ("))
+    want = " / ".join(f"{100 * (ours[k] - peer[k]):+.1f}" for k in ("AP", "APs"))
+    assert row.split("|")[-2].strip() == want
