@@ -85,7 +85,6 @@ def test_a_run_into_benchmarks_results_regenerates_the_page(monkeypatch, tmp_pat
     results.mkdir()
     monkeypatch.setattr(results_page, "RESULTS", results)
     monkeypatch.setattr(results_page, "PAGE", page)
-    monkeypatch.setattr(results_page.write_page, "__defaults__", (results, page))
     readme = Path("README.md").read_text()
     _captured_run(monkeypatch, ["--rows", "atss"], tmp_path)  # --out tmp_path/out.json: not a results file
     assert not page.exists()
