@@ -263,6 +263,12 @@ SECTIONS: list[tuple[str, Callable[[dict[str, Any]], tuple[list[str], list[str]]
 ]
 
 
+def _has_command(d: Any) -> bool:
+    if isinstance(d, dict):
+        return any(k in d for k in CMD_KEYS) or any(_has_command(v) for v in d.values())
+    return isinstance(d, list) and any(_has_command(v) for v in d)
+
+
 def _load(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
@@ -286,7 +292,8 @@ def render(results: Path | None = None) -> str:
     if rest:
         out += ["## Other measurements", "", "Every other file as it is: its text, its command, its numbers.", ""]
     for name in rest:
-        out += [f"### {name.removesuffix('.json')}", "", f"File: `{name}`", "", *generic(files[name], 4), ""]
+        no_cmd = [] if _has_command(files[name]) else ["*command:* none recorded in the file", ""]
+        out += [f"### {name.removesuffix('.json')}", "", f"File: `{name}`", "", *no_cmd, *generic(files[name], 4), ""]
     return re.sub(r"\n{3,}", "\n\n", "\n".join(out)).rstrip() + "\n"
 
 

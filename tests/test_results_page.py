@@ -76,3 +76,11 @@ def test_headline_margins_are_the_differences_of_the_seed_means():
     row = next(ln for ln in render().splitlines() if ln.startswith("| yolo26n ("))
     want = " / ".join(f"{100 * (ours[k] - peer[k]):+.1f}" for k in ("AP", "APs"))
     assert row.split("|")[-2].strip() == want
+
+
+def test_a_file_without_a_command_says_so(tmp_path):
+    (tmp_path / "bare.json").write_text(json.dumps({"AP": 0.5}))
+    (tmp_path / "nested.json").write_text(json.dumps({"runs": [{"cmd": "python x.py", "AP": 0.5}]}))
+    text = render(tmp_path)
+    assert text.split("### bare", 1)[1].split("###", 1)[0].count("none recorded") == 1
+    assert "none recorded" not in text.split("### nested", 1)[1]
