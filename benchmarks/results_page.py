@@ -294,7 +294,15 @@ def render(results: Path | None = None) -> str:
     for name in rest:
         no_cmd = [] if _has_command(files[name]) else ["*command:* none recorded in the file", ""]
         out += [f"### {name.removesuffix('.json')}", "", f"File: `{name}`", "", *no_cmd, *generic(files[name], 4), ""]
+    # contents: the sections and their files, linked by GitHub's heading anchors
+    heads = [ln for ln in out if ln.startswith(("## ", "### "))]
+    toc = [f"{'  ' * (h.count('#') - 2)}- [{h.lstrip('# ')}](#{_anchor(h.lstrip('# '))})" for h in heads]
+    out[4:4] = ["Contents:", "", *toc, ""]
     return re.sub(r"\n{3,}", "\n\n", "\n".join(out)).rstrip() + "\n"
+
+
+def _anchor(title: str) -> str:
+    return re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-")
 
 
 def write_page(results: Path | None = None, page: Path | None = None) -> None:
