@@ -85,16 +85,40 @@ def _relative_links(md: Path) -> list[str]:
     return [t for t in targets if not re.match(r"[a-z][a-z0-9+.-]*:", t) and not t.startswith("#")]
 
 
+def _anchors(md: Path) -> set[str]:
+    """The #fragments GitHub gives md's headings: lower case, punctuation dropped, spaces as hyphens."""
+    text = re.sub(r"```.*?```", "", md.read_text(), flags=re.S)
+    out: set[str] = set()
+    for heading in re.findall(r"^#+\s+(.*?)\s*$", text, re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
+        n = sum(1 for a in out if a == slug or re.fullmatch(re.escape(slug) + r"-\d+", a))
+        out.add(f"{slug}-{n}" if n else slug)
+    return out
+
+
+def _link_targets(md: Path) -> list[str]:
+    return _relative_links(md) + [md.name + t for t in re.findall(r"\]\((#[^)\s]+)\)", md.read_text())]
+
+
 def test_every_relative_link_in_the_docs_points_to_a_file():
     pages = [ROOT / "README.md", ROOT / "CHANGELOG.md", *sorted((ROOT / "docs").glob("*.md"))]
     broken = []
     for md in pages:
-        for target in _relative_links(md):
-            path = (md.parent / target.split("#", 1)[0]).resolve()
+        for target in _link_targets(md):
+            file, _, anchor = target.partition("#")
+            path = (md.parent / file).resolve()
             rel = path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else str(path)
-            if not path.exists() and rel not in PENDING_PAGES:
+            if rel in PENDING_PAGES:
+                continue
+            if not path.exists() or (anchor and path.suffix == ".md" and anchor not in _anchors(path)):
                 broken.append(f"{md.relative_to(ROOT)}: {target}")
-    assert not broken, "links to missing files:\n" + "\n".join(broken)
+    assert not broken, "links to missing files or headings:\n" + "\n".join(broken)
+
+
+def test_heading_anchors_follow_github():
+    page = ROOT / "docs" / "small-objects.md"
+    assert "picking-tiling-and-slicing-from-the-data---recipe-auto" in _anchors(page)
+    assert "the-literatures-blocks-on-the-anchor-head" in _anchors(page)
 
 
 def test_the_link_check_sees_links():
