@@ -32,7 +32,7 @@ ROWS: dict[str, tuple[str, str, str, str, list[str]]] = {
     "spd": ("SPD-Conv stem and downsampling", "yolov5n-spd.yaml", "iou", "default", []),
     "asff": ("ASFF neck", "yolov5n-asff.yaml", "iou", "default", []),
     "p2": ("P2-P5 head", "yolov5n-p2.yaml", "iou", "default", []),
-    # the literature's blocks as whole configs (README, Models); the same head, assigner and hyps as base
+    # the literature's blocks as whole configs (docs/models.md); the same head, assigner and hyps as base
     "yolov4-csp": ("YOLOv4-CSP: CSPDarknet53 (Mish), SPP, CSP PAN", "yolov4n-csp.yaml", "iou", "default", []),
     "se": ("SE after the backbone C3 stages", "yolov5n-se.yaml", "iou", "default", []),
     "effnet": ("EfficientNet-B0-style MBConv backbone", "yolov5n-effnet.yaml", "iou", "default", []),
@@ -122,7 +122,7 @@ def run_row(name: str, opt: argparse.Namespace) -> dict:
 
 
 def _ap(v: float) -> str:
-    """pycocotools' -1 (no box of that size in the val split) as a dash, as in the other README tables."""
+    """pycocotools' -1 (no box of that size in the val split) as a dash, as in the other results tables."""
     return f"{v:.3f}" if v >= 0 else "–"
 
 

@@ -41,7 +41,7 @@ OVERLAP_MIN, OVERLAP_MAX, OVERLAP_STEP = 0.1, 0.5, 0.1
 EDGES = (8, 16, 32)  # the shares printed: boxes under 8 / 16 / 32 px
 DFL_COVER, DFL_STEP = 99, 0.05  # percentile of box edges the finest level must reach; bin width step
 DFL_MIN_REACH = 2.0  # cells: a tiny box widened by STAL to twice the finest stride
-# the P2-P5 model that beat yolov5nu at its compute on both shared sets (README, Small objects)
+# the P2-P5 model that beat yolov5nu at its compute on both shared sets (docs/small-objects.md)
 P2_ADVICE = "--cfg yolov5n-p2-dfl.yaml --reg-max 4"
 
 
