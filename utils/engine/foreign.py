@@ -189,7 +189,8 @@ def convert_model(model: Any, source: str) -> dict[str, Any]:
                     "converted_from": {"code": code, "file": str(source), "class": stub_name(model),
                                        "config": path.name, "scale": scale or f"{gd}/{gw}"}}
         why = why or f"{misfit} ({path.name} at depth {gd}, width {gw}, nc {nc})"
-    raise ForeignCheckpointError(f"{source}: a {code} checkpoint that does not map onto our models: {why}")
+    raise ForeignCheckpointError(f"{source}: a {code} checkpoint that does not map onto our models: {why}; "
+                                 f"the layouts that map: ultralytics/yolov5 v6.x/v7.0 (yolov5n-x, -p2) and YOLOv5u")
 
 
 def load_foreign(path: str | Path) -> dict[str, Any]:
