@@ -71,6 +71,16 @@ def test_model_classes_become_inert_stubs():
         RestrictedUnpickler(io.BytesIO(b"\x80\x02cmodels.common\n_private\n.")).load()
 
 
+@pytest.mark.parametrize("protocol", [2, 4])
+def test_numpy_values_of_unstripped_checkpoints_load(protocol):
+    """A last.pt written mid-run keeps best_fitness and metrics as numpy values: allowed, rebuilt by numpy."""
+    obj = {"best_fitness": np.array([0.3]), "fitness": np.float64(0.5), "n": np.int64(3), "b": b"\x00\xff",
+           "o": np.array(["x", None], dtype=object)}
+    out = RestrictedUnpickler(io.BytesIO(pickle.dumps(obj, protocol=protocol))).load()
+    assert out["fitness"] == 0.5 and out["best_fitness"].tolist() == [0.3] and out["b"] == b"\x00\xff"
+    assert out["o"].tolist() == ["x", None] and out["n"] == 3
+
+
 def test_garbage_and_foreign_non_models_get_one_line_errors(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint at all")

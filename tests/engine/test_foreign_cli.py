@@ -50,7 +50,7 @@ def test_train_fine_tunes_a_yolov5_checkpoint_on_other_classes(tiny_coco, tmp_pa
         res = train.run(data=str(tiny_coco), weights=str(fixture("yolov5n-shapes.pt")), epochs=1, imgsz=64,
                         batch_size=4, workers=0, project=str(tmp_path), name="ft", noplots=True, freeze="backbone",
                         hyp_set=["nbs=4"], noautoanchor=True)
-    assert "a ultralytics/yolov5 checkpoint, read as yolov5.yaml scale n (nc=4)" in caplog.text
+    assert "written by ultralytics/yolov5, read as yolov5.yaml scale n (nc=4)" in caplog.text
     assert "transferred 343/349 tensors from" in caplog.text  # all but the class outputs: 4 classes -> 2
     assert "--freeze backbone: froze layers 0-9" in caplog.text
     src = read_checkpoint(fixture("yolov5n-shapes.pt"))["model"]

@@ -66,7 +66,7 @@ def _read_foreign(path: Path) -> dict[str, Any]:
     except ForeignCheckpointError as e:
         raise CheckpointError(str(e)) from None
     src = ckpt["converted_from"]
-    LOG.info(f"{path}: a {src['code']} checkpoint, read as {src['config']} scale {src['scale']} "
+    LOG.info(f"{path}: written by {src['code']}, read as {src['config']} scale {src['scale']} "
              f"(nc={len(ckpt['names'])}); `python -m utils.engine.convert` saves it as ours")
     return ckpt
 

@@ -9,10 +9,12 @@ refused with an UnsafePickleError before it can be called.
 """
 from __future__ import annotations
 
+import codecs
 import collections
 import pickle
 from typing import Any
 
+import numpy as np
 import torch
 
 
@@ -47,6 +49,12 @@ ALLOWED: dict[tuple[str, str], Any] = {
     ("torch", "device"): torch.device,
     ("torch", "float32"): torch.float32, ("torch", "float16"): torch.float16,
 }
+# numpy values that unstripped checkpoints hold (best_fitness, metrics): rebuilt by numpy's own pickle helpers
+_NP_RECONSTRUCT, _NP_SCALAR = np.ndarray.__reduce__(np.zeros(1))[0], np.float64(0).__reduce__()[0]
+for _m in ("numpy.core.multiarray", "numpy._core.multiarray"):
+    ALLOWED[(_m, "_reconstruct")], ALLOWED[(_m, "scalar")] = _NP_RECONSTRUCT, _NP_SCALAR
+ALLOWED[("numpy", "ndarray")], ALLOWED[("numpy", "dtype")] = np.ndarray, np.dtype
+ALLOWED[("_codecs", "encode")] = codecs.encode  # protocol 2 writes bytes as encode(str, 'latin1')
 for _p in ("PosixPath", "WindowsPath", "PurePosixPath", "PureWindowsPath", "Path"):
     ALLOWED[("pathlib", _p)] = _path_string
 for _dt in ("float16", "float32", "float64", "bfloat16", "int64", "int32", "uint8", "bool"):
