@@ -153,3 +153,14 @@ def test_unmappable_file_names_the_first_tensor_that_does_not_fit(tmp_path, monk
     with pytest.raises(ForeignCheckpointError, match=r"tensor model\.8\.cv1\.conv\.weight \(129, 256, 1, 1\) "
                                                      r"does not fit our model\.8\.cv1\.conv\.weight"):
         load_foreign("edited.pt")
+
+
+def test_other_model_kinds_are_named(monkeypatch):
+    """A segmentation (or classification) checkpoint of their codes: refused with the class it holds."""
+    import utils.engine.foreign as foreign
+    from utils.engine.unpickle import stub_class
+
+    seg = stub_class("models.yolo", "SegmentationModel")()
+    monkeypatch.setattr(foreign, "read_foreign", lambda path: {"model": seg})
+    with pytest.raises(ForeignCheckpointError, match=r"seg\.pt: not a smalldet.*it holds a models\.yolo\.Segmentation"):
+        load_foreign("seg.pt")

@@ -199,7 +199,9 @@ def load_foreign(path: str | Path) -> dict[str, Any]:
     Raises ForeignCheckpointError (one line) for refused, unreadable or unmappable files."""
     ckpt = read_foreign(path)
     if not is_foreign(ckpt):
-        raise ForeignCheckpointError(f"{path}: not a smalldet, ultralytics/yolov5 or Ultralytics checkpoint")
+        held = [stub_name(ckpt.get(k)) for k in ("ema", "model")] if isinstance(ckpt, dict) else []
+        what = next((f" (it holds a {h}, not a detection model we read)" for h in held if h), "")
+        raise ForeignCheckpointError(f"{path}: not a smalldet, ultralytics/yolov5 or Ultralytics checkpoint{what}")
     model = ckpt.get("ema") if stub_name(ckpt.get("ema")) in MODEL_CLASSES else ckpt["model"]
     out = convert_model(model, str(path))
     args = ckpt.get("train_args") if isinstance(ckpt.get("train_args"), dict) else ckpt.get("opt")
