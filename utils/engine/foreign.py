@@ -148,14 +148,20 @@ def convert_model(model: Any, source: str) -> dict[str, Any]:
     dd = det.__dict__
     theirs = _their_state(model)
     nc = int(dd.get("nc") or their_cfg.get("nc"))
-    stride = torch.as_tensor(dd.get("stride") if dd.get("stride") is not None else d.get("stride")).float()
+    stride = dd.get("stride") if dd.get("stride") is not None else d.get("stride")
+    if not isinstance(stride, torch.Tensor) or not stride.numel():
+        raise ForeignCheckpointError(f"{source}: the detect layer model.{head} has no strides")
+    stride = stride.float()
     gd, gw = _multiples(their_cfg)
     names = _names(d.get("names"), nc)
     extra = {f"model.{head}.stride": stride}
     anchors = None
     if code == YOLOV5:
         # their anchors buffer is in units of each level's stride, ours in pixels
-        a = theirs.pop(f"model.{head}.anchors")
+        theirs.pop(f"model.{head}.anchor_grid", None)  # older files keep anchors * stride as a buffer too
+        a = theirs.pop(f"model.{head}.anchors", None)
+        if a is None:
+            raise ForeignCheckpointError(f"{source}: no tensor model.{head}.anchors in the detect layer")
         anchors_px = a * stride.view(-1, 1, 1)
         extra[f"model.{head}.anchors"] = anchors_px
         anchors = anchors_px.flatten(1).tolist()
