@@ -80,11 +80,13 @@ class PeerLoader:
             raise RuntimeError(f"peer loader did not start: {self.info}")
 
     def _reply(self) -> dict:
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"peer loader exited (status {self.proc.wait()}); run it alone to see why: "
-                               f"{' '.join(self.proc.args)}")
-        return json.loads(line)
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"peer loader exited (status {self.proc.wait()}); run it alone to see why: "
+                                   f"{' '.join(self.proc.args)}")
+            if line.startswith("@loader "):  # the package prints its own lines too
+                return json.loads(line[8:])
 
     def time(self, batches: int) -> tuple[int, float]:
         self.proc.stdin.write(f"{batches}\n")

@@ -9,7 +9,7 @@ stay alive and their timings interleave (ours, peer, ours, peer...):
 It converts the COCO set with `../shared/bench/peer.py`'s converter (symlinks plus label files in
 --workdir), builds the package's train dataset and loader with its default augmentation (mosaic,
 HSV, flips, scale/translate) and prints `ready`. Then each stdin line `N` times N batches and
-answers one JSON line {"images", "s"}; an empty line or end of input stops it.
+answers one line `@loader {"images", "s"}`; an empty line or end of input stops it.
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+MARK = "@loader "  # starts our reply lines: the package prints its own lines too
 
 
 def main() -> int:
@@ -57,7 +58,7 @@ def main() -> int:
     loader = build_dataloader(ds, a.batch, a.workers, shuffle=True, device="cpu")
     it = iter(loader)
     next(it)  # warm-up: worker start, first decodes
-    print(json.dumps({"ready": True, "workers": loader.num_workers, "images": len(ds),
+    print(MARK + json.dumps({"ready": True, "workers": loader.num_workers, "images": len(ds),
                       "augment": str(ds.transforms)}), flush=True)
     for line in sys.stdin:
         if not line.strip():
@@ -65,7 +66,7 @@ def main() -> int:
         n_img, t0 = 0, time.perf_counter()
         for _ in range(int(line)):
             n_img += len(next(it)["img"])
-        print(json.dumps({"images": n_img, "s": time.perf_counter() - t0}), flush=True)
+        print(MARK + json.dumps({"images": n_img, "s": time.perf_counter() - t0}), flush=True)
     return 0
 
 

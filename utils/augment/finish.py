@@ -1,5 +1,5 @@
 """The last steps of a training sample in as few passes over its pixels as possible:
-HSV gains straight to RGB, and the RGB HWC -> CHW layout the model takes.
+HSV gains straight to RGB, and the batch in the (B, C, H, W) layout the model takes.
 
 `hsv_to_rgb(img, ...)` equals `augment_hsv(img, ...)` followed by `img[..., ::-1]` (same draws, same
 tables, bit for bit): the three per-channel lookups run as one 3-channel LUT, and the conversion
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import torch
 
 
 def hsv_tables(r: np.ndarray) -> np.ndarray:
@@ -31,9 +32,25 @@ def hsv_to_rgb(img: np.ndarray, rng: np.random.Generator, hgain: float = 0.0, sg
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
 
 
-def to_chw(img: np.ndarray) -> np.ndarray:
-    """(H, W, C) -> contiguous (C, H, W), one plane at a time (faster than a transposed copy)."""
-    out = np.empty((img.shape[2], *img.shape[:2]), img.dtype)
-    for c in range(img.shape[2]):
-        out[c] = img[..., c]
+def stack_chw(imgs: list[torch.Tensor] | tuple, shared: bool = False) -> torch.Tensor:
+    """(B, C, H, W) from (C, H, W) images, in shared memory when `shared` (a loader worker's batch
+    travels to the main process there: stacking it there saves a copy). Images that are views of
+    contiguous HWC pixels (`hwc.permute(2, 0, 1)`) are split straight into the batch's planes by
+    cv2.split, ~5x faster than a strided copy; others are copied as they are."""
+    if not len(imgs):
+        return torch.zeros((0, 3, 0, 0), dtype=torch.uint8)
+    shape = (len(imgs), *imgs[0].shape)
+    if any(im.shape != imgs[0].shape or im.dtype != imgs[0].dtype for im in imgs):
+        raise ValueError(f"stack_chw: images differ in shape or dtype: {sorted({tuple(im.shape) for im in imgs})}")
+    if shared:
+        out = imgs[0].new(imgs[0]._typed_storage()._new_shared(int(np.prod(shape)))).view(shape)
+    else:
+        out = torch.empty(shape, dtype=imgs[0].dtype)
+    planes = out.numpy() if out.dtype == torch.uint8 else None
+    for b, im in enumerate(imgs):
+        hwc = im.permute(1, 2, 0)
+        if planes is not None and hwc.is_contiguous() and 1 < im.shape[0] <= 4:
+            cv2.split(hwc.numpy(), list(planes[b]))
+        else:
+            out[b].copy_(im)
     return out

@@ -46,17 +46,29 @@ def _mosaic_boxes(boxes: list[np.ndarray], places: list[tuple[int, int]], shapes
 
 
 def _paint(dst: np.ndarray, x0: int, y0: int, images: list[np.ndarray], places: list[tuple[int, int]],
-           s2: int) -> None:
-    """Fill dst, the canvas window whose top-left is (x0, y0), with grey and the images' parts in it
-    (each clipped to the canvas first, as mosaic4 cuts them)."""
-    dst[:] = PAD_VALUE
+           s2: int, xc: int, yc: int) -> None:
+    """Fill dst, the canvas window whose top-left is (x0, y0), as mosaic4's canvas is there: image k
+    (clipped to the canvas) in quadrant k around the centre (xc, yc), grey around it. Each pixel
+    is written once: the grey goes only where no image lands."""
     dh, dw = dst.shape[:2]
-    for im, (x1, y1) in zip(images, places):
+    for k, (im, (x1, y1)) in enumerate(zip(images, places)):
+        qx1, qx2 = (x0, min(xc, x0 + dw)) if k in (0, 2) else (max(xc, x0), x0 + dw)
+        qy1, qy2 = (y0, min(yc, y0 + dh)) if k in (0, 1) else (max(yc, y0), y0 + dh)
+        if qx2 <= qx1 or qy2 <= qy1:
+            continue  # this quadrant lies outside the window
         h, w = im.shape[:2]
-        ax1, ay1 = max(x1, 0, x0), max(y1, 0, y0)
-        ax2, ay2 = min(x1 + w, s2, x0 + dw), min(y1 + h, s2, y0 + dh)
-        if ax2 > ax1 and ay2 > ay1:
-            dst[ay1 - y0:ay2 - y0, ax1 - x0:ax2 - x0] = im[ay1 - y1:ay2 - y1, ax1 - x1:ax2 - x1]
+        ax1, ay1 = max(x1, 0, qx1), max(y1, 0, qy1)
+        ax2, ay2 = min(x1 + w, s2, qx2), min(y1 + h, s2, qy2)
+        qx1, qx2, qy1, qy2 = qx1 - x0, qx2 - x0, qy1 - y0, qy2 - y0  # window coordinates from here
+        if ax2 <= ax1 or ay2 <= ay1:
+            dst[qy1:qy2, qx1:qx2] = PAD_VALUE
+            continue
+        dst[ay1 - y0:ay2 - y0, ax1 - x0:ax2 - x0] = im[ay1 - y1:ay2 - y1, ax1 - x1:ax2 - x1]
+        ax1, ax2, ay1, ay2 = ax1 - x0, ax2 - x0, ay1 - y0, ay2 - y0
+        dst[qy1:ay1, qx1:qx2] = PAD_VALUE  # the quadrant's strips around the image: above, below, left, right
+        dst[ay2:qy2, qx1:qx2] = PAD_VALUE
+        dst[ay1:ay2, qx1:ax1] = PAD_VALUE
+        dst[ay1:ay2, ax2:qx2] = PAD_VALUE
 
 
 def _read_window(M: np.ndarray, out_wh: tuple[int, int], s2: int) -> tuple[int, int, int, int]:
@@ -85,14 +97,14 @@ def mosaic4_affine(images: list[np.ndarray], boxes: list[np.ndarray], size: int,
     M, gain = affine_matrix((s2, s2), (size, size), rng, degrees, translate, scale, shear, perspective)
     axis_aligned = M[0, 1] == 0 and M[1, 0] == 0 and not M[2, :2].any() and M[0, 0] > 0 and M[1, 1] > 0
     if axis_aligned and not exact:
-        img, M, gain = _resize_window(images, places, M, size, s2)
+        img, M, gain = _resize_window(images, places, M, size, s2, xc, yc)
     else:
         x0, y0, x1, y1 = _read_window(M, (size, size), s2) if not perspective else (0, 0, s2, s2)
         canvas = _CANVAS.get(s2)
         if canvas is None:
             canvas = _CANVAS[s2] = np.empty((s2, s2, 3), np.uint8)
         if x1 > x0 and y1 > y0:
-            _paint(canvas[y0:y1, x0:x1], x0, y0, images, places, s2)
+            _paint(canvas[y0:y1, x0:x1], x0, y0, images, places, s2, xc, yc)
         warp = cv2.warpPerspective if perspective else cv2.warpAffine
         img = warp(canvas, M if perspective else M[:2], (size, size), borderValue=(PAD_VALUE,) * 3)
     out, dropped = affine_boxes(allb, M, gain, (size, size), min_box_px, area_thr)
@@ -100,7 +112,7 @@ def mosaic4_affine(images: list[np.ndarray], boxes: list[np.ndarray], size: int,
 
 
 def _resize_window(images: list[np.ndarray], places: list[tuple[int, int]], M: np.ndarray, size: int,
-                   s2: int) -> tuple[np.ndarray, np.ndarray, float]:
+                   s2: int, xc: int, yc: int) -> tuple[np.ndarray, np.ndarray, float]:
     """The axis-aligned warp as a resize: output pixel x samples canvas a + (x + 0.5) * W / size - 0.5
     (cv2.resize's convention), which is M's x -> (x - tx) / s when W = size / s and
     a = -(tx + 0.5) / s + 0.5; W and a are rounded to whole pixels and M to match them."""
@@ -115,7 +127,7 @@ def _resize_window(images: list[np.ndarray], places: list[tuple[int, int]], M: n
         win.append((a, n))
     (ax0, w), (ay0, h) = win
     patch = np.empty((h, w, 3), np.uint8)
-    _paint(patch, ax0, ay0, images, places, s2)  # parts of the window off the canvas stay grey: warp's border
+    _paint(patch, ax0, ay0, images, places, s2, xc, yc)  # parts of the window off the canvas stay grey: warp's border
     if (w, h) == (size, size):
         img = patch
     else:

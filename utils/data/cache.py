@@ -100,6 +100,7 @@ class ImageCache:
             except OSError:
                 return (i, variant), None
             if self.mode == "ram":
+                img.flags.writeable = False  # an augmentation writing in place must not change the cache
                 return (i, variant), img
             tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
             np.save(tmp, np.ascontiguousarray(img), allow_pickle=False)

@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, get_worker_info
 
 
-from utils.augment.finish import hsv_to_rgb, to_chw
+from utils.augment.finish import hsv_to_rgb, stack_chw
 from utils.augment.mosaic_affine import mosaic4_affine
 from utils.augment.transforms import PAD_VALUE, flip_lr, flip_ud, letterbox, mixup, random_affine, xyxy_to_cxcywh
 from utils.data.cache import ImageCache, cache_mode, cache_root, file_identity
@@ -277,6 +277,8 @@ class CocoDataset(Dataset):
         if self.augment:
             if hyp.get("copy_paste", 0) and rng.random() < hyp["copy_paste"]:
                 donor, dboxes, _, _ = self.load_item(int(rng.integers(len(self))))
+                if not img.flags.writeable:  # still the cached image itself (read-only): paste into a copy
+                    img = img.copy()
                 img, boxes = copy_paste_small(img, boxes, donor, dboxes, rng, min_box_px=self.min_box_px)
             img = hsv_to_rgb(img, rng, hyp.get("hsv_h", 0.0), hyp.get("hsv_s", 0.0), hyp.get("hsv_v", 0.0))
             if hyp.get("fliplr", 0) and rng.random() < hyp["fliplr"]:
@@ -289,9 +291,10 @@ class CocoDataset(Dataset):
         labels = xyxy_to_cxcywh(boxes.reshape(-1, 5))
         if self.single_cls:
             labels[:, 0] = 0
-        img = to_chw(img)  # RGB HWC -> CHW
         meta = {"image_id": int(self.image_ids[i]), "orig_shape": (h0, w0), "ratio": ratio, "pad": pad}
-        return torch.from_numpy(img), torch.from_numpy(labels), self.files[i], meta
+        # (3, H, W) as a view of the HWC pixels: collate_fn writes the planes into the batch in one pass
+        img = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)
+        return img, torch.from_numpy(labels), self.files[i], meta
 
 
 def collate_fn(batch: list) -> tuple[torch.Tensor, torch.Tensor, tuple, tuple]:
@@ -299,11 +302,7 @@ def collate_fn(batch: list) -> tuple[torch.Tensor, torch.Tensor, tuple, tuple]:
     imgs, labels, paths, metas = zip(*batch)
     targets = torch.cat([torch.cat((torch.full((len(lb), 1), float(b)), lb.float()), 1)
                          for b, lb in enumerate(labels)]) if labels else torch.zeros((0, 6))
-    out = None
-    if get_worker_info() is not None and imgs:  # a worker's batch goes to the main process through shared
-        n = len(imgs) * imgs[0].numel()         # memory: stack it there at once rather than copy it there later
-        out = imgs[0].new(imgs[0]._typed_storage()._new_shared(n)).view(len(imgs), *imgs[0].shape)
-    return torch.stack(imgs, out=out), targets.reshape(-1, 6), paths, metas
+    return stack_chw(imgs, shared=get_worker_info() is not None), targets.reshape(-1, 6), paths, metas
 
 
 def _worker_init(worker_id: int) -> None:
