@@ -138,17 +138,20 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--workers", type=int, nargs="+", default=[0, 1])
     p.add_argument("--hyp", default=str(ROOT / "configs" / "hyps" / "default.yaml"))
     p.add_argument("--mosaic", type=float, default=1.0, help="overrides the hyp's mosaic probability")
+    p.add_argument("--tile", type=float, default=None, help="overrides the hyp's tile probability (ours only)")
     p.add_argument("--cache", default="none", choices=["none", "ram", "disk"], help="image cache, both sides")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--peer-python", default=DEFAULT_PEER if Path(DEFAULT_PEER).exists() else "",
                    help="the peer venv's interpreter ('' = ours only)")
     p.add_argument("--workdir", default="/tmp/loader-speed-peer", help="the peer's converted copy of the set")
-    p.add_argument("--out", default="", help="also write the results as JSON here")
+    p.add_argument("--out", default="", help="also write the results as JSON here (a list: each run is appended)")
     opt = p.parse_args(argv)
     torch.set_num_threads(1)
     cv2.setNumThreads(0)
     data = load_data_config(opt.data)
     hyp = {**yaml.safe_load(Path(opt.hyp).read_text()), "mosaic": opt.mosaic}
+    if opt.tile is not None:
+        hyp["tile"] = opt.tile
     print(f"{data['yaml_file']} {opt.split}: imgsz {opt.imgsz}, batch {opt.batch_size}, mosaic {hyp['mosaic']}, "
           f"tile {hyp.get('tile', 0)}, cache {opt.cache}, {opt.rounds} rounds x {opt.batches} batches per side")
     rows = [compare(data, opt.split, hyp, opt, w) for w in opt.workers]
@@ -165,7 +168,9 @@ def main(argv: list[str] | None = None) -> dict:
                          f"jobs; time.strftime {time.strftime('%Y-%m-%d %H:%M')}",
               "rows": rows}
     if opt.out:
-        Path(opt.out).write_text(json.dumps(result, indent=1))
+        out = Path(opt.out)
+        runs = json.loads(out.read_text()) if out.exists() else []
+        out.write_text(json.dumps([*runs, result], indent=1))
     return result
 
 

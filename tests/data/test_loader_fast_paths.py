@@ -227,3 +227,11 @@ def test_dataset_fast_and_exact_warp_statistics(tmp_path):
     torch.testing.assert_close(wh2, wh1, rtol=0.03, atol=0)
     torch.testing.assert_close(m2, m1, rtol=0.01, atol=0)
     torch.testing.assert_close(s2, s1, rtol=0.01, atol=0)
+
+
+def test_train_cli_cache_flag():
+    from train import parse_opt
+    assert parse_opt(["--cache"]).cache == "ram" and parse_opt(["--cache", "disk"]).cache == "disk"
+    assert parse_opt([]).cache is None
+    with pytest.raises(SystemExit):
+        parse_opt(["--cache", "gpu"])

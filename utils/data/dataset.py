@@ -84,6 +84,9 @@ class CocoDataset(Dataset):
         self.cache: ImageCache | None = None
         if cache_mode(cache):
             self.cache_images(cache_mode(cache), cache_dir)
+        elif verbose and self.tile_p and (self.shapes.max(1) > 2 * self.imgsz).any():
+            LOG.info(f"{self.json_path}: tiles decode their whole native image each time; --cache ram or "
+                     f"--cache disk decodes each image once (docs/loader.md)")
 
     def __len__(self) -> int:
         return len(self.files)
