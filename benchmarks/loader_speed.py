@@ -164,9 +164,10 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"command": "python -m benchmarks.loader_speed " + " ".join(argv if argv is not None else sys.argv[1:]),
               "data": data["yaml_file"], "hyp": opt.hyp, "imgsz": opt.imgsz, "batch": opt.batch_size,
               "cache": opt.cache, "seed": opt.seed, "threads": "1 torch / 1 OpenCV thread per side",
-              "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores shared with other "
-                         f"jobs; time.strftime {time.strftime('%Y-%m-%d %H:%M')}",
-              "rows": rows}
+              "tile": hyp.get("tile", 0.0), "peer": opt.peer_python or None,
+              "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared with other "
+                         f"jobs: compare ratios within a run)",
+              "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rows": rows}
     if opt.out:
         out = Path(opt.out)
         runs = json.loads(out.read_text()) if out.exists() else []
