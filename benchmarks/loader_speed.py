@@ -7,10 +7,15 @@
 For each worker count both loaders are built once (ours in this process, the peer's in a
 subprocess running benchmarks/peer_loader.py under the peer venv), warmed up by one batch, and
 then timed in alternating rounds of --batches batches (ours, peer, ours, peer, ...), so that
-whatever else runs on the machine hits both alike. Every side runs one torch/OpenCV thread; with
-workers 0 the loading process does all the work, with 1 its one worker does: images/s is then
-images/s per core. Prints one row per worker count with the medians and the median of the
-per-round ratios (ours / peer). `--peer-python ''` times ours alone.
+whatever else runs on the machine hits both alike. Every side runs one torch/OpenCV thread.
+
+Per core is images per CPU second: the CPU time (/proc, user + system) the loading process and
+its workers spent since that side's previous round. On a shared machine this is far steadier
+than wall time, and with workers it is the only fair count: a worker keeps prefetching while the
+other side has its turn, so wall time would credit it with work done off the clock. Wall-clock
+images/s is reported too (its ratio only for workers 0). One row per worker count: medians over
+the rounds, and the median, min and max of the per-round ratios (ours / peer).
+`--peer-python ''` times ours alone.
 
 The peer keeps its own defaults (mosaic 1.0, HSV, fliplr, scale 0.5, translate 0.1 and its recent
 image buffer for mosaic partners); it has no native-resolution tiles, so on large images it decodes
@@ -39,6 +44,15 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PEER = "/tmp/peer-venv/bin/python"
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU time (user + system) so far of these processes."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime in clock ticks
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 class OurLoader:
     def __init__(self, split: dict, hyp: dict, imgsz: int, batch_size: int, workers: int, cache: str, seed: int):
         t0 = time.perf_counter()
@@ -56,11 +70,15 @@ class OurLoader:
             imgs, *_ = next(self.it)
         return len(imgs)
 
-    def time(self, batches: int) -> tuple[int, float]:
+    def cpu_s(self) -> float:
+        workers = getattr(getattr(self.loader, "_iterator", None), "_workers", [])
+        return cpu_seconds([os.getpid()] + [w.pid for w in workers])
+
+    def time(self, batches: int) -> tuple[int, float, float]:
         n, t0 = 0, time.perf_counter()
         for _ in range(batches):
             n += self.next()
-        return n, time.perf_counter() - t0
+        return n, time.perf_counter() - t0, self.cpu_s()
 
     def close(self) -> None:
         del self.it, self.loader  # stops persistent workers before the next configuration starts its own
@@ -88,11 +106,14 @@ class PeerLoader:
             if line.startswith("@loader "):  # the package prints its own lines too
                 return json.loads(line[8:])
 
-    def time(self, batches: int) -> tuple[int, float]:
+    def cpu_s(self) -> float:
+        return self.info["cpu_s"]
+
+    def time(self, batches: int) -> tuple[int, float, float]:
         self.proc.stdin.write(f"{batches}\n")
         self.proc.stdin.flush()
         r = self._reply()
-        return r["images"], r["s"]
+        return r["images"], r["s"], r["cpu_s"]
 
     def close(self) -> None:
         self.proc.stdin.close()
@@ -107,13 +128,21 @@ def compare(data: dict, split: str, hyp: dict, opt: argparse.Namespace, workers:
         peer = PeerLoader(opt.peer_python, coco_dir, split, opt.imgsz, opt.batch_size, workers, opt.cache, opt.seed,
                           Path(opt.workdir) / f"{Path(data['yaml_file']).stem}-w{workers}")
     rounds = []
+    sides = {"ours": ours, **({"peer": peer} if peer else {})}
+    cpu = {k: side.cpu_s() for k, side in sides.items()}
     for _ in range(opt.rounds):
-        n, s = ours.time(opt.batches)
-        row = {"ours_img_s": n / s}
+        row = {}
+        for k, side in sides.items():
+            n, s, c = side.time(opt.batches)
+            # per core: images per CPU second of the loading process and its workers, counted from the
+            # end of this side's last round (workers prefetch while the other side runs)
+            row[f"{k}_img_per_cpu_s"] = n / max(c - cpu[k], 1e-9)
+            row[f"{k}_img_s_wall"] = n / s
+            cpu[k] = c
         if peer:
-            n, s = peer.time(opt.batches)
-            row["peer_img_s"] = n / s
-            row["ratio"] = row["ours_img_s"] / row["peer_img_s"]
+            row["ratio"] = row["ours_img_per_cpu_s"] / row["peer_img_per_cpu_s"]
+            if not workers:
+                row["ratio_wall"] = row["ours_img_s_wall"] / row["peer_img_s_wall"]
         rounds.append(row)
     ours.close()
     if peer:
@@ -155,12 +184,13 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"{data['yaml_file']} {opt.split}: imgsz {opt.imgsz}, batch {opt.batch_size}, mosaic {hyp['mosaic']}, "
           f"tile {hyp.get('tile', 0)}, cache {opt.cache}, {opt.rounds} rounds x {opt.batches} batches per side")
     rows = [compare(data, opt.split, hyp, opt, w) for w in opt.workers]
-    cols = [c for c in ("workers", "ours_img_s_median", "peer_img_s_median", "ratio_median", "ratio_min",
-                        "ratio_max") if c in rows[0]]
+    cols = [c for c in ("workers", "ours_img_per_cpu_s_median", "peer_img_per_cpu_s_median", "ratio_median",
+                        "ratio_min", "ratio_max", "ratio_wall_median") if c in rows[0] or c in rows[-1]]
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     for r in rows:
-        print("| " + " | ".join(f"{r[c]:.2f}" if isinstance(r[c], float) else str(r[c]) for c in cols) + " |")
+        print("| " + " | ".join(f"{r[c]:.2f}" if isinstance(r.get(c), float) else str(r.get(c, "")) for c in cols)
+              + " |")
     result = {"command": "python -m benchmarks.loader_speed " + " ".join(argv if argv is not None else sys.argv[1:]),
               "data": data["yaml_file"], "hyp": opt.hyp, "imgsz": opt.imgsz, "batch": opt.batch_size,
               "cache": opt.cache, "seed": opt.seed, "threads": "1 torch / 1 OpenCV thread per side",

@@ -9,7 +9,8 @@ stay alive and their timings interleave (ours, peer, ours, peer...):
 It converts the COCO set with `../shared/bench/peer.py`'s converter (symlinks plus label files in
 --workdir), builds the package's train dataset and loader with its default augmentation (mosaic,
 HSV, flips, scale/translate) and prints `ready`. Then each stdin line `N` times N batches and
-answers one line `@loader {"images", "s"}`; an empty line or end of input stops it.
+answers one line `@loader {"images", "s", "cpu_s"}` (cpu_s: CPU seconds so far of this process
+and its loader workers); an empty line or end of input stops it.
 """
 from __future__ import annotations
 
@@ -22,6 +23,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MARK = "@loader "  # starts our reply lines: the package prints its own lines too
+
+
+def cpu_seconds(loader) -> float:
+    """CPU time (user + system) so far of this process and the loader's worker processes."""
+    it = getattr(loader, "iterator", None)
+    pids = [os.getpid()] + [w.pid for w in getattr(it, "_workers", [])]
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime in clock ticks
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> int:
@@ -59,14 +71,19 @@ def main() -> int:
     it = iter(loader)
     next(it)  # warm-up: worker start, first decodes
     print(MARK + json.dumps({"ready": True, "workers": loader.num_workers, "images": len(ds),
-                      "augment": str(ds.transforms)}), flush=True)
+                             "augment": str(ds.transforms), "cpu_s": cpu_seconds(loader)}), flush=True)
     for line in sys.stdin:
         if not line.strip():
             break
         n_img, t0 = 0, time.perf_counter()
         for _ in range(int(line)):
-            n_img += len(next(it)["img"])
-        print(MARK + json.dumps({"images": n_img, "s": time.perf_counter() - t0}), flush=True)
+            try:
+                n_img += len(next(it)["img"])
+            except StopIteration:  # the end of an epoch (the package's iterator yields one)
+                it = iter(loader)
+                n_img += len(next(it)["img"])
+        print(MARK + json.dumps({"images": n_img, "s": time.perf_counter() - t0, "cpu_s": cpu_seconds(loader)}),
+              flush=True)
     return 0
 
 

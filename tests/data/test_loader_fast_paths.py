@@ -128,7 +128,8 @@ def test_stack_chw_equals_torch_stack():
     ref = torch.stack([t.contiguous() for t in items])
     for shared in (False, True):
         out = stack_chw(items, shared=shared)
-        assert torch.equal(out, ref) and out.is_contiguous() and out.is_shared() == shared
+        assert torch.equal(out, ref) and out.is_shared() == shared
+        assert out.is_contiguous(memory_format=torch.channels_last)  # what the trainer moves it to
     with pytest.raises(ValueError, match="differ"):
         stack_chw([items[0], torch.zeros((3, 4, 4), dtype=torch.uint8)])
 

@@ -1,5 +1,5 @@
 """The last steps of a training sample in as few passes over its pixels as possible:
-HSV gains straight to RGB, and the batch in the (B, C, H, W) layout the model takes.
+HSV gains straight to RGB, and the batch in the channels-last layout the model trains in.
 
 `hsv_to_rgb(img, ...)` equals `augment_hsv(img, ...)` followed by `img[..., ::-1]` (same draws, same
 tables, bit for bit): the three per-channel lookups run as one 3-channel LUT, and the conversion
@@ -33,24 +33,21 @@ def hsv_to_rgb(img: np.ndarray, rng: np.random.Generator, hgain: float = 0.0, sg
 
 
 def stack_chw(imgs: list[torch.Tensor] | tuple, shared: bool = False) -> torch.Tensor:
-    """(B, C, H, W) from (C, H, W) images, in shared memory when `shared` (a loader worker's batch
-    travels to the main process there: stacking it there saves a copy). Images that are views of
-    contiguous HWC pixels (`hwc.permute(2, 0, 1)`) are split straight into the batch's planes by
-    cv2.split, ~5x faster than a strided copy; others are copied as they are."""
+    """(B, C, H, W) from (C, H, W) images, stored channels-last (NHWC): the layout the trainer
+    moves batches to anyway (`.to(memory_format=torch.channels_last)`, a no-op then), and the one
+    the images already have when they are views of HWC pixels (`hwc.permute(2, 0, 1)`), so each
+    is one plain copy. In shared memory when `shared` (a loader worker's batch travels to the main
+    process there: stacking it there saves a copy)."""
     if not len(imgs):
         return torch.zeros((0, 3, 0, 0), dtype=torch.uint8)
-    shape = (len(imgs), *imgs[0].shape)
+    c, h, w = imgs[0].shape
     if any(im.shape != imgs[0].shape or im.dtype != imgs[0].dtype for im in imgs):
         raise ValueError(f"stack_chw: images differ in shape or dtype: {sorted({tuple(im.shape) for im in imgs})}")
+    shape = (len(imgs), h, w, c)
     if shared:
-        out = imgs[0].new(imgs[0]._typed_storage()._new_shared(int(np.prod(shape)))).view(shape)
+        out = imgs[0].new(imgs[0]._typed_storage()._new_shared(len(imgs) * c * h * w)).view(shape)
     else:
         out = torch.empty(shape, dtype=imgs[0].dtype)
-    planes = out.numpy() if out.dtype == torch.uint8 else None
     for b, im in enumerate(imgs):
-        hwc = im.permute(1, 2, 0)
-        if planes is not None and hwc.is_contiguous() and 1 < im.shape[0] <= 4:
-            cv2.split(hwc.numpy(), list(planes[b]))
-        else:
-            out[b].copy_(im)
-    return out
+        out[b].copy_(im.permute(1, 2, 0))  # contiguous both sides for HWC views: a memcpy
+    return out.permute(0, 3, 1, 2)
