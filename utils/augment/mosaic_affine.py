@@ -20,9 +20,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from utils.augment.transforms import PAD_VALUE, affine_boxes, affine_matrix
+from utils.augment.transforms import PAD_VALUE, affine_boxes, affine_matrix, classify_kept
 
-_CANVAS: dict[int, np.ndarray] = {}  # reused (2*size)^2 canvases; only the window a warp reads is ever written
+_CANVAS: dict[int, np.ndarray] = {}  # reused canvases (key 2*size) and resize windows (key -size)
 
 
 def _placements(shapes: list[tuple[int, int]], xc: int, yc: int) -> list[tuple[int, int]]:
@@ -31,18 +31,31 @@ def _placements(shapes: list[tuple[int, int]], xc: int, yc: int) -> list[tuple[i
 
 
 def _mosaic_boxes(boxes: list[np.ndarray], places: list[tuple[int, int]], shapes: list, s2: int) -> np.ndarray:
-    out = []
+    """Boxes on the canvas, clipped to it, as mosaic4 makes them (in a few array operations)."""
+    parts, shift = [], []
     for (x1, y1), (h, w), b in zip(places, shapes, boxes):
         if min(x1 + w, s2) <= max(x1, 0) or min(y1 + h, s2) <= max(y1, 0) or not len(b):
             continue  # mosaic4 skips images wholly off the canvas
-        nb = b.astype(np.float32).copy()
-        nb[:, [1, 3]] += x1
-        nb[:, [2, 4]] += y1
-        out.append(nb)
-    allb = np.concatenate(out) if out else np.zeros((0, 5), np.float32)
-    allb[:, [1, 3]] = allb[:, [1, 3]].clip(0, s2)
-    allb[:, [2, 4]] = allb[:, [2, 4]].clip(0, s2)
+        parts.append(b)
+        shift.append(np.broadcast_to(np.array([x1, y1, x1, y1], np.float32), (len(b), 4)))
+    if not parts:
+        return np.zeros((0, 5), np.float32)
+    allb = np.concatenate(parts).astype(np.float32)
+    allb[:, 1:5] += np.concatenate(shift)
+    np.clip(allb[:, 1:5], 0, s2, out=allb[:, 1:5])
     return allb
+
+
+def _axis_boxes(allb: np.ndarray, M: np.ndarray, gain: float, size: int, min_box_px: float,
+                area_thr: float) -> tuple[np.ndarray, tuple[int, int]]:
+    """affine_boxes for an axis-aligned M with positive scales: x * s + t, clipped, filtered."""
+    if not len(allb):
+        return np.zeros((0, 5), np.float32), (0, 0)
+    sx, sy, tx, ty = M[0, 0], M[1, 1], M[0, 2], M[1, 2]
+    new = allb[:, 1:5].astype(np.float64) * (sx, sy, sx, sy) + (tx, ty, tx, ty)
+    new = np.clip(new, 0, size).astype(np.float32)
+    keep, small, cut = classify_kept(new, allb[:, 3:5] - allb[:, 1:3], gain, min_box_px, area_thr)
+    return np.concatenate((allb[keep, :1], new[keep]), 1).astype(np.float32), (small, cut)
 
 
 def _paint(dst: np.ndarray, x0: int, y0: int, images: list[np.ndarray], places: list[tuple[int, int]],
@@ -98,6 +111,8 @@ def mosaic4_affine(images: list[np.ndarray], boxes: list[np.ndarray], size: int,
     axis_aligned = M[0, 1] == 0 and M[1, 0] == 0 and not M[2, :2].any() and M[0, 0] > 0 and M[1, 1] > 0
     if axis_aligned and not exact:
         img, M, gain = _resize_window(images, places, M, size, s2, xc, yc)
+        out, dropped = _axis_boxes(allb, M, gain, size, min_box_px, area_thr)
+        return img, out, dropped
     else:
         x0, y0, x1, y1 = _read_window(M, (size, size), s2) if not perspective else (0, 0, s2, s2)
         canvas = _CANVAS.get(s2)
@@ -126,10 +141,13 @@ def _resize_window(images: list[np.ndarray], places: list[tuple[int, int]], M: n
         M[ax, ax], M[ax, 2] = s, -s * (a - 0.5) - 0.5
         win.append((a, n))
     (ax0, w), (ay0, h) = win
-    patch = np.empty((h, w, 3), np.uint8)
+    buf = _CANVAS.get(-size)  # the window is at most 2 * size + 1 px wide: one reused buffer, no page faults
+    if buf is None:
+        buf = _CANVAS[-size] = np.empty((2 * size + 2, 2 * size + 2, 3), np.uint8)
+    patch = buf[:h, :w] if h <= len(buf) and w <= len(buf) else np.empty((h, w, 3), np.uint8)
     _paint(patch, ax0, ay0, images, places, s2, xc, yc)  # parts of the window off the canvas stay grey: warp's border
     if (w, h) == (size, size):
-        img = patch
+        img = patch.copy()
     else:
         img = cv2.resize(patch, (size, size), interpolation=cv2.INTER_LINEAR)
     return img, M, float(np.sqrt(M[0, 0] * M[1, 1]))
