@@ -2,7 +2,7 @@
 
     python -m benchmarks.loader_speed [--data data/deeppcb.yaml] [--hyp configs/hyps/default.yaml]
         [--imgsz 640] [--batch-size 16] [--workers 0 1] [--rounds 5] [--batches 10]
-        [--cache none|ram|disk] [--peer-python /tmp/peer-venv/bin/python] [--out results.json]
+        [--cache none|ram|disk] [--peer-cache none|ram|disk] [--tile P] [--peer-python PYTHON] [--out FILE]
 
 For each worker count both loaders are built once (ours in this process, the peer's in a
 subprocess running benchmarks/peer_loader.py under the peer venv), warmed up by one batch, and
@@ -20,7 +20,9 @@ the rounds, and the median, min and max of the per-round ratios (ours / peer).
 The peer keeps its own defaults (mosaic 1.0, HSV, fliplr, scale 0.5, translate 0.1 and its recent
 image buffer for mosaic partners); it has no native-resolution tiles, so on large images it decodes
 and shrinks the whole photo where ours (hyp tile > 0) cuts a crop. `--cache` is passed to both
-(the peer's `cache=ram|disk`).
+(the peer's `cache=ram|disk`) unless --peer-cache says otherwise. Without a cache the peer still
+keeps up to batch * 8 recently decoded images in RAM (its mosaic partners come from them): on a
+set of fewer images (aerial-cars: 94) that is all of them after the first epoch.
 """
 from __future__ import annotations
 
@@ -125,11 +127,12 @@ def compare(data: dict, split: str, hyp: dict, opt: argparse.Namespace, workers:
     peer = None
     if opt.peer_python:
         coco_dir = Path(data[split]["images"]).resolve().parents[1]  # <set>/images/<split>
-        peer = PeerLoader(opt.peer_python, coco_dir, split, opt.imgsz, opt.batch_size, workers, opt.cache, opt.seed,
+        peer_cache = opt.peer_cache or opt.cache
+        peer = PeerLoader(opt.peer_python, coco_dir, split, opt.imgsz, opt.batch_size, workers, peer_cache, opt.seed,
                           Path(opt.workdir) / f"{Path(data['yaml_file']).stem}-w{workers}")
     rounds = []
     sides = {"ours": ours, **({"peer": peer} if peer else {})}
-    cpu = {k: side.cpu_s() for k, side in sides.items()}
+    cpu = {k: side.time(opt.batches)[2] for k, side in sides.items()}  # an untimed round: prefetch queues fill
     for _ in range(opt.rounds):
         row = {}
         for k, side in sides.items():
@@ -169,6 +172,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--mosaic", type=float, default=1.0, help="overrides the hyp's mosaic probability")
     p.add_argument("--tile", type=float, default=None, help="overrides the hyp's tile probability (ours only)")
     p.add_argument("--cache", default="none", choices=["none", "ram", "disk"], help="image cache, both sides")
+    p.add_argument("--peer-cache", default="", choices=["", "none", "ram", "disk"], help="the peer's, if not --cache")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--peer-python", default=DEFAULT_PEER if Path(DEFAULT_PEER).exists() else "",
                    help="the peer venv's interpreter ('' = ours only)")
@@ -182,7 +186,8 @@ def main(argv: list[str] | None = None) -> dict:
     if opt.tile is not None:
         hyp["tile"] = opt.tile
     print(f"{data['yaml_file']} {opt.split}: imgsz {opt.imgsz}, batch {opt.batch_size}, mosaic {hyp['mosaic']}, "
-          f"tile {hyp.get('tile', 0)}, cache {opt.cache}, {opt.rounds} rounds x {opt.batches} batches per side")
+          f"tile {hyp.get('tile', 0)}, cache {opt.cache} (peer {opt.peer_cache or opt.cache}), {opt.rounds} rounds x "
+          f"{opt.batches} batches per side")
     rows = [compare(data, opt.split, hyp, opt, w) for w in opt.workers]
     cols = [c for c in ("workers", "ours_img_per_cpu_s_median", "peer_img_per_cpu_s_median", "ratio_median",
                         "ratio_min", "ratio_max", "ratio_wall_median") if c in rows[0] or c in rows[-1]]
@@ -193,7 +198,7 @@ def main(argv: list[str] | None = None) -> dict:
               + " |")
     result = {"command": "python -m benchmarks.loader_speed " + " ".join(argv if argv is not None else sys.argv[1:]),
               "data": data["yaml_file"], "hyp": opt.hyp, "imgsz": opt.imgsz, "batch": opt.batch_size,
-              "cache": opt.cache, "seed": opt.seed, "threads": "1 torch / 1 OpenCV thread per side",
+              "cache": opt.cache, "peer_cache": opt.peer_cache or opt.cache, "seed": opt.seed, "threads": "1 torch / 1 OpenCV thread per side",
               "tile": hyp.get("tile", 0.0), "peer": opt.peer_python or None,
               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared with other "
                          f"jobs: compare ratios within a run)",
