@@ -198,7 +198,8 @@ def main(argv: list[str] | None = None) -> dict:
               + " |")
     result = {"command": "python -m benchmarks.loader_speed " + " ".join(argv if argv is not None else sys.argv[1:]),
               "data": data["yaml_file"], "hyp": opt.hyp, "imgsz": opt.imgsz, "batch": opt.batch_size,
-              "cache": opt.cache, "peer_cache": opt.peer_cache or opt.cache, "seed": opt.seed, "threads": "1 torch / 1 OpenCV thread per side",
+              "cache": opt.cache, "peer_cache": opt.peer_cache or opt.cache, "seed": opt.seed,
+              "threads": "1 torch / 1 OpenCV thread per side",
               "tile": hyp.get("tile", 0.0), "peer": opt.peer_python or None,
               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared with other "
                          f"jobs: compare ratios within a run)",
