@@ -27,6 +27,7 @@ from utils.augment.finish import hsv_to_rgb, stack_chw
 from utils.augment.mosaic_affine import mosaic4_affine
 from utils.augment.transforms import PAD_VALUE, flip_lr, flip_ud, letterbox, mixup, random_affine, xyxy_to_cxcywh
 from utils.data.cache import ImageCache, cache_mode, cache_root, file_identity
+from utils.data.malloc import keep_freed_memory
 from utils.data.coco import DatasetError, load_coco
 from utils.augment.copy_paste import copy_paste_small
 from utils.data.image_io import read_image
@@ -313,6 +314,7 @@ def _worker_init(worker_id: int) -> None:
     comes from the loader's seeded generator, so a run is reproducible for a given seed."""
     info = get_worker_info()
     info.dataset.rng = np.random.default_rng(torch.initial_seed() % 2**63)
+    keep_freed_memory()  # a worker only makes samples: reuse their buffers rather than page-fault them again
 
 
 def create_dataloader(split: dict, imgsz: int, batch_size: int, stride: int = 32, hyp: dict | None = None,
@@ -331,6 +333,8 @@ def create_dataloader(split: dict, imgsz: int, batch_size: int, stride: int = 32
                           verbose=rank in (-1, 0), cache_dir=cache_dir)
     sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed) if rank != -1 else None
     nw = max(min(workers, os.cpu_count() or 1, len(dataset)), 0)
+    if augment and nw == 0:  # this process makes the training samples itself (see utils/data/malloc.py)
+        keep_freed_memory()
     gen = torch.Generator()
     gen.manual_seed(seed + 1000 * max(rank, 0))
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
