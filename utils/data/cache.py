@@ -9,8 +9,8 @@ well, so batches are bit-identical with and without a cache. A memory-mapped nat
 tile read only its window's pages, and the OS page cache shares them between loader workers.
 
 The disk cache lives outside the data folder: $SMALLDET_CACHE, else $XDG_CACHE_HOME/smalldet
-(~/.cache/smalldet), in images/<sha1>.npy named for the file's path, size and modification time
-and the variant stored, so a changed file is decoded again; nothing there is ever loaded as
+(~/.cache/smalldet), in images/<sha1>.npy named for the file's path, size and modification time,
+the variant stored and DECODE_VERSION, so a changed file is decoded again; nothing there is ever loaded as
 pickled objects (np.load with allow_pickle=False). Delete the folder to reclaim the space.
 """
 from __future__ import annotations
@@ -27,6 +27,7 @@ import numpy as np
 
 LOG = logging.getLogger("smalldet")
 CACHE_MODES = ("ram", "disk")
+DECODE_VERSION = 1  # part of every disk copy's name: bump it when decoding changes (utils/data/image_io.py)
 
 
 def cache_mode(cache: bool | str | None) -> str:
@@ -47,7 +48,11 @@ def cache_root() -> Path:
 
 
 def _free_ram() -> int:
+    """Bytes of memory available (MemAvailable: free + reclaimable page cache), else free pages."""
     try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         return 1 << 62
@@ -92,7 +97,8 @@ class ImageCache:
         def one(item: tuple[int, str, str]) -> tuple[tuple[int, str], np.ndarray | Path | None]:
             i, variant, ident = item
             if self.mode == "disk":
-                path = self.folder / (hashlib.sha1(f"{ident}|{variant}".encode()).hexdigest() + ".npy")
+                key = f"{ident}|{variant}|decode v{DECODE_VERSION}"
+                path = self.folder / (hashlib.sha1(key.encode()).hexdigest() + ".npy")
                 if path.exists():
                     return (i, variant), path
             try:
