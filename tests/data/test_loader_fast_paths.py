@@ -233,6 +233,7 @@ def test_dataset_fast_and_exact_warp_statistics(tmp_path):
 def test_train_cli_cache_flag():
     from train import parse_opt
     assert parse_opt(["--cache"]).cache == "ram" and parse_opt(["--cache", "disk"]).cache == "disk"
+    assert parse_opt(["--cache", "auto"]).cache == "auto"
     assert parse_opt([]).cache is None
     with pytest.raises(SystemExit):
         parse_opt(["--cache", "gpu"])
@@ -252,3 +253,15 @@ def test_loader_processes_keep_freed_memory(monkeypatch):
     dataset_module.create_dataloader(split, 64, 2, augment=False, workers=0)
     assert calls == [1]
     assert malloc.keep_freed_memory() in (True, False)  # a no-op off glibc, never an error
+
+
+def test_cache_auto_uses_ram_only_when_it_is_cheap(tmp_path, monkeypatch):
+    from utils.data import cache as cache_module
+    js = write_big_images(tmp_path / "data", n=3)
+    kw = dict(imgsz=64, augment=True, hyp=HYP, seed=0, verbose=False, cache="auto")
+    ds = CocoDataset(str(js), str(tmp_path / "data" / "img"), **kw)
+    assert ds.cache.mode == "ram" and len(ds.cache._ram) == 6
+    monkeypatch.setattr(cache_module, "_free_ram", lambda: 1000)  # a machine with 1 kB free
+    ds = CocoDataset(str(js), str(tmp_path / "data" / "img"), **kw)
+    assert ds.cache.mode == "" and ds.cache.get(0, ds._variant(0, False)) is None
+    assert ds[0][0].shape == (3, 64, 64)  # decoded from the file as without a cache

@@ -1,5 +1,6 @@
 """Decode each image once: `--cache ram` keeps the decoded arrays in memory, `--cache disk` keeps
-them as .npy files in a cache folder and memory-maps them.
+them as .npy files in a cache folder and memory-maps them, `--cache auto` uses RAM when the copies
+take at most a quarter of the available memory and caches nothing otherwise.
 
 Without a cache a mosaic decodes four JPEGs per sample, and a native-resolution tile of a
 4000x2250 photo decodes all 27 MB of it to use 1.2 MB. What is stored is exactly what the loader
@@ -26,18 +27,19 @@ from typing import Callable
 import numpy as np
 
 LOG = logging.getLogger("smalldet")
-CACHE_MODES = ("ram", "disk")
+CACHE_MODES = ("ram", "disk", "auto")
+AUTO_RAM_SHARE = 0.25  # --cache auto caches in RAM when the copies take at most this share of the available memory
 DECODE_VERSION = 1  # part of every disk copy's name: bump it when decoding changes (utils/data/image_io.py)
 
 
 def cache_mode(cache: bool | str | None) -> str:
-    """'' (no cache), 'ram' or 'disk' from a --cache value: True / 'ram' / 'disk' / False / None / '' / 'none'."""
+    """'' (no cache), 'ram', 'disk' or 'auto' from a --cache value (True = 'ram'; False, None, '', 'none' = '')."""
     if cache is True:
         return "ram"
     if cache in (False, None, "", "none"):
         return ""
     if cache not in CACHE_MODES:
-        raise ValueError(f"--cache {cache!r}: choose ram or disk (or leave it out)")
+        raise ValueError(f"--cache {cache!r}: choose ram, disk or auto (or leave it out)")
     return str(cache)
 
 
@@ -87,6 +89,13 @@ class ImageCache:
         """Store decode(i, variant) for each (i, variant, file identity) in items; a decode that
         raises OSError is left out. RAM: refused with a warning when it would not fit."""
         t0 = time.perf_counter()
+        if self.mode == "auto":  # RAM when it is cheap, else nothing (never the disk unasked)
+            fits = expected_bytes <= AUTO_RAM_SHARE * _free_ram()
+            LOG.info(f"{desc}: --cache auto: {'RAM' if fits else 'no cache'} (~{expected_bytes / 1e9:.1f} GB of "
+                     f"{_free_ram() / 1e9:.1f} GB available)")
+            self.mode = "ram" if fits else ""
+            if not fits:
+                return
         if self.mode == "ram" and expected_bytes > 0.8 * _free_ram():
             LOG.warning(f"WARNING {desc}: --cache ram needs ~{expected_bytes / 1e9:.1f} GB but "
                         f"{_free_ram() / 1e9:.1f} GB are free: not caching (try --cache disk)")
