@@ -78,13 +78,17 @@ def _pos(v: Any) -> bool:
 
 
 def _header_hw(img_dir: str | Path | None, name: Any) -> tuple[int, int] | None:
-    """(h, w) from the image file's header (PIL reads no pixels), for json records without a size."""
+    """(h, w) from the image file's header (PIL reads no pixels), as shown (EXIF orientation applied), for
+    json records without a size."""
     if img_dir is None or not isinstance(name, str):
         return None
     from PIL import Image
+
+    from utils.data.image_io import shown_size
     try:
         with Image.open(Path(img_dir) / name) as im:
-            return im.size[1], im.size[0]
+            w, h = shown_size(im)
+            return h, w
     except Exception:  # missing or unreadable: the dataset check reports it; the recipe skips it
         return None
 
