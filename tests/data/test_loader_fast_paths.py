@@ -265,3 +265,15 @@ def test_cache_auto_uses_ram_only_when_it_is_cheap(tmp_path, monkeypatch):
     ds = CocoDataset(str(js), str(tmp_path / "data" / "img"), **kw)
     assert ds.cache.mode == "" and ds.cache.get(0, ds._variant(0, False)) is None
     assert ds[0][0].shape == (3, 64, 64)  # decoded from the file as without a cache
+
+
+def test_loader_speed_benchmark_runs_ours_alone(tiny_coco, tmp_path):
+    """The harness itself (the peer side needs the peer venv: benchmarks only)."""
+    from benchmarks.loader_speed import main
+    out = tmp_path / "speed.json"
+    args = ["--data", str(tiny_coco), "--imgsz", "64", "--batch-size", "2", "--rounds", "2", "--batches", "1",
+            "--workers", "0", "--peer-python", "", "--cache", "ram", "--out", str(out)]
+    result = main(args)
+    row = result["rows"][0]
+    assert row["workers"] == 0 and row["rounds"] == 2 and row["ours_img_per_cpu_s_median"] > 0
+    assert json.loads(out.read_text())[0]["cache"] == "ram"
