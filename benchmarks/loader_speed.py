@@ -206,8 +206,12 @@ def main(argv: list[str] | None = None) -> dict:
               "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rows": rows}
     if opt.out:
         out = Path(opt.out)
-        runs = json.loads(out.read_text()) if out.exists() else []
-        out.write_text(json.dumps([*runs, result], indent=1))
+        doc = json.loads(out.read_text()) if out.exists() else []
+        if isinstance(doc, dict):  # a results file with a summary: its runs go under "runs"
+            doc["runs"].append(result)
+        else:
+            doc.append(result)
+        out.write_text(json.dumps(doc, indent=1))
     return result
 
 
