@@ -169,7 +169,8 @@ def mosaic4(images: list[np.ndarray], boxes: list[np.ndarray], size: int,
             rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Four images around a random centre of a (2*size)^2 grey canvas: top-left, top-right,
     bottom-left, bottom-right, each touching the centre and cut at the canvas edge. Boxes are
-    shifted and clipped (not filtered: random_affine, which follows, filters and counts)."""
+    shifted and clipped (not filtered: random_affine, which follows, filters and counts).
+    The loader runs both as mosaic_affine.mosaic4_affine; this pair is its reference."""
     s2 = 2 * size
     xc, yc = (int(v) for v in rng.uniform(size * 0.5, size * 1.5, 2))
     canvas = np.full((s2, s2, 3), PAD_VALUE, dtype=np.uint8)
@@ -196,7 +197,8 @@ def mosaic4(images: list[np.ndarray], boxes: list[np.ndarray], size: int,
 
 def augment_hsv(img: np.ndarray, rng: np.random.Generator, hgain: float = 0.0, sgain: float = 0.0,
                 vgain: float = 0.0) -> np.ndarray:
-    """Random hue/saturation/value gains through lookup tables (in place, also returned)."""
+    """Random hue/saturation/value gains through lookup tables (in place, also returned). The loader
+    runs finish.hsv_to_rgb, which equals this followed by BGR -> RGB."""
     if not (hgain or sgain or vgain):
         return img
     r = rng.uniform(-1, 1, 3) * (hgain, sgain, vgain) + 1
