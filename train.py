@@ -37,6 +37,8 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
         kw: dict[str, Any] = dict(default=None, help=helptext or None)
         if name == "resume":
             kw.update(nargs="?", const=True)
+        elif name == "cache":  # bare --cache means ram, as in YOLOv5
+            kw.update(nargs="?", const="ram", choices=["ram", "disk", "auto"])
         elif name == "hyp_set":
             kw.update(nargs="+", metavar="KEY=VALUE")
         elif isinstance(default, bool):
