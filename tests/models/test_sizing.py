@@ -97,3 +97,25 @@ def test_cli_refuses_a_huge_checkpoint_in_one_line(tmp_path, script):
     assert "Traceback" not in r.stderr
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith(f"{script}: error: {path}: weights do not fit the saved model config"), last
+
+
+def test_an_onnx_file_declaring_a_huge_fixed_input_is_refused(tmp_path):
+    """The same defect in exported files: a fixed input shape in the graph sizes the padding of every batch."""
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper
+
+    from utils.inference.backends import OnnxModel
+    from utils.inference.export_meta import export_metadata, to_string_pairs
+    m = Model("yolov5n.yaml", nc=2)
+    shape = [1, 3, 200000, 200000]  # 480 GB of float32 to pad a 32 px image to
+    graph = helper.make_graph([helper.make_node("Identity", ["images"], ["output"])], "g",
+                              [helper.make_tensor_value_info("images", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, shape)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    for k, v in to_string_pairs(export_metadata(m, (200000, 200000), 1, False, False)).items():
+        model.metadata_props.add(key=k, value=v)
+    path = tmp_path / "huge.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(CheckpointError, match=r"huge\.onnx: declares a fixed input of 1x3x200000x200000"):
+        OnnxModel(path, torch.device("cpu"))(torch.zeros(1, 3, 32, 32))  # was: MemoryError or swap
