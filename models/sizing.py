@@ -67,6 +67,7 @@ def _n(shapes: Any) -> int:
 
 def weights_mismatch(cfg: dict[str, Any], state: Any) -> str | None:
     """Why Model(cfg) must not be built for these weights (a state dict), or None when it fits them exactly."""
+    cfg = load_model_config(cfg)
     if state is None:
         return "the weights are missing"
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

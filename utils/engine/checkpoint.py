@@ -9,8 +9,6 @@ from typing import Any
 
 import torch
 
-from models.config import load_model_config
-from models.sizing import weights_mismatch
 from models.yolo import Model
 
 
@@ -59,7 +57,8 @@ def model_from_checkpoint(ckpt: dict[str, Any], weights: str = "model", source: 
     """Rebuild the Model from its saved YAML and load one of the saved state dicts."""
     cfg = dict(ckpt["model_yaml"])
     cfg["_lines"] = {}
-    too_big = weights_mismatch(load_model_config(cfg), ckpt.get(weights))  # sized on the meta device first
+    from models.sizing import weights_mismatch  # sized on the meta device before anything is allocated
+    too_big = weights_mismatch(cfg, ckpt.get(weights))
     if too_big:
         raise CheckpointError(f"{source}: weights do not fit the saved model config: {too_big}; not built")
     model = Model(cfg)
