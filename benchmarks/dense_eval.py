@@ -10,6 +10,7 @@ predictions for it under `--protocol aitod` (jittered true boxes, 10% dropped, f
 image as val.py's NMS keeps). The time is coco_eval's (loadRes, evaluate, accumulate), wall and CPU seconds
 (the machine is shared: CPU time is the steadier figure); the memory the peak RSS over the process's RSS before
 it. pycocotools runs only the small cases (PYCOCO_CASES); where both ran, their AP is checked to agree.
+'in-memory' times val.py's other scorer on the same sets (DetectionStats and the confusion matrix).
 Numbers are printed and written, never asserted.
 """
 from __future__ import annotations
@@ -65,21 +66,44 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
 
 
+def in_memory(gt: dict, preds: list[dict], n_cls: int, protocol: str) -> dict:
+    """val.py's other scorer on the same set: DetectionStats (AP_fast, P/R curves) and the confusion matrix."""
+    from utils.eval.metrics import ConfusionMatrix, DetectionStats
+    from utils.eval.protocols import get_protocol
+    proto = get_protocol(protocol)
+    stats, cm = DetectionStats(n_cls, areas=proto.areas, max_det=proto.max_det), ConfusionMatrix(n_cls)
+    by_img: dict[int, tuple[list, list]] = {im["id"]: ([], []) for im in gt["images"]}
+    for a in gt["annotations"]:
+        x, y, w, h = a["bbox"]
+        by_img[a["image_id"]][0].append([a["category_id"] - 1, x, y, x + w, y + h])
+    for p in preds:
+        x, y, w, h = p["bbox"]
+        by_img[p["image_id"]][1].append([x, y, x + w, y + h, p["score"], p["category_id"] - 1])
+    for i, (g, d) in by_img.items():
+        g, d = np.array(g, np.float32).reshape(-1, 5), np.array(d, np.float32).reshape(-1, 6)
+        stats.update(d, g, i)
+        cm.update(d, g)
+    return stats.compute()
+
+
 def one_case(evaluator: str, n_box: int, n_img: int, n_cls: int, protocol: str) -> dict:
-    """Run in the child process: time and peak memory of one coco_eval call."""
+    """Run in the child process: time and peak memory of one coco_eval call (or of the in-memory scorer)."""
     from utils.eval.coco import coco_eval, load_gt
     gt, preds = make_set(n_img, n_box, n_cls)
     gt_obj = load_gt(gt)
     before = _rss_mb()
     t, c = time.perf_counter(), time.process_time()
-    res = coco_eval(gt_obj, preds, protocol=protocol, evaluator=evaluator)
+    if evaluator == "in-memory":
+        res = in_memory(gt, preds, n_cls, protocol)
+    else:
+        res = coco_eval(gt_obj, preds, protocol=protocol, evaluator=evaluator)
     dt, cpu = time.perf_counter() - t, time.process_time() - c
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     return {"evaluator": evaluator, "boxes_per_image": n_box, "images": n_img, "classes": n_cls,
             "detections": len(preds), "seconds": round(dt, 3), "cpu_seconds": round(cpu, 3),
             "cpu_seconds_per_image": round(cpu / n_img, 4),
             "peak_rss_mb": round(peak, 1), "rss_before_mb": round(before, 1),
-            "extra_mb": round(peak - before, 1), "AP": res["AP"], "AR1500": res.get("AR1500")}
+            "extra_mb": round(peak - before, 1), "AP": res["AP"], "AR1500": res.get("AR1500")}  # in-memory: its own AP
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -88,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--images", type=int, default=10)
     p.add_argument("--classes", type=int, default=2)
     p.add_argument("--protocol", default="aitod")
-    p.add_argument("--evaluators", nargs="+", default=["faster-coco-eval", "pycocotools"])
+    p.add_argument("--evaluators", nargs="+", default=["faster-coco-eval", "in-memory", "pycocotools"])
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "dense-eval.json"))
     p.add_argument("--case", help=argparse.SUPPRESS)  # internal: one case in this process
     a = p.parse_args(argv)
@@ -99,7 +123,8 @@ def main(argv: list[str] | None = None) -> None:
     cases = []
     for ev in a.evaluators:
         # faster-coco-eval also on pycocotools' cases: the same sets, compared figure by figure
-        grid = PYCOCO_CASES if ev == "pycocotools" else [*PYCOCO_CASES, *((b, a.images) for b in a.boxes)]
+        grid = (PYCOCO_CASES if ev == "pycocotools" else [(b, a.images) for b in a.boxes] if ev == "in-memory"
+                else [*PYCOCO_CASES, *((b, a.images) for b in a.boxes)])
         cases += [(ev, b, n) for b, n in grid]
     rows = []
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
