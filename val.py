@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import sys
 from typing import Any
 
 
@@ -91,6 +92,9 @@ def main(argv: list[str] | None = None) -> dict:
         return run(**opt)
     except (ValueError, CheckpointError, OSError) as e:  # OSError: unwritable folder, full disk
         raise SystemExit(f"val.py: error: {e}") from None
+    except KeyboardInterrupt:
+        print("val.py: interrupted; no metrics were written", file=sys.stderr)
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

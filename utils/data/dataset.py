@@ -48,8 +48,8 @@ class CocoDataset(Dataset):
     def __init__(self, json_path: str, img_dir: str, imgsz: int = 640, batch_size: int = 16, stride: int = 32,
                  hyp: dict | None = None, augment: bool = False, rect: bool = False, cache: bool = False,
                  names: list[str] | None = None, single_cls: bool = False, seed: int = 0, check: str = "header",
-                 split: str = "", verbose: bool = True):
-        coco = load_coco(json_path, img_dir, names=names, check=check, split=split)
+                 split: str = "", verbose: bool = True, bit_depth: int | str = "auto"):
+        coco = load_coco(json_path, img_dir, names=names, check=check, split=split, bit_depth=bit_depth)
         self.report = coco.report
         if verbose:
             LOG.info(self.report.summary())
@@ -57,6 +57,9 @@ class CocoDataset(Dataset):
         self.json_path, self.img_dir = coco.json_path, coco.img_dir
         self.files, self.image_ids, self.shapes = coco.files, coco.image_ids, coco.shapes
         self.boxes, self.ann_ids, self.special = coco.boxes, coco.ann_ids, coco.convert
+        # how read_image decodes (utils/data/image_io.py); orientation 0: not known, read_image reads it
+        self.orientation = coco.orientation if coco.orientation is not None else np.zeros(len(coco.files), np.int64)
+        self.bit_depth = bit_depth
         if imgsz % stride:
             raise ValueError(f"imgsz {imgsz} must be a multiple of the model stride {stride}")
         self.imgsz, self.stride, self.batch_size = int(imgsz), int(stride), int(batch_size)
@@ -108,6 +111,7 @@ class CocoDataset(Dataset):
         self.boxes = [self.boxes[i] for i in order]
         self.ann_ids = [self.ann_ids[i] for i in order]
         self.image_ids, self.shapes, self.special = self.image_ids[order], self.shapes[order], self.special[order]
+        self.orientation = self.orientation[order]
         ar = ar[order]
         nb = math.ceil(len(ar) / self.batch_size)
         shapes = np.ones((nb, 2))
@@ -131,7 +135,8 @@ class CocoDataset(Dataset):
             r = self.imgsz / max(h0, w0)
             reduce = 1 if native or self.special[i] else max([f for f in (1, 2, 4, 8) if f * r <= 1] or [1])
             try:
-                img = read_image(self.files[i], bool(self.special[i]), reduce)
+                img = read_image(self.files[i], bool(self.special[i]), reduce,
+                                 int(self.orientation[i]) or None, self.bit_depth)
             except OSError as e:
                 raise OSError(f"{self.json_path}: image id {self.image_ids[i]}: {e}") from None
             if img.shape[:2] != (h0, w0) and reduce == 1:
@@ -294,7 +299,7 @@ def create_dataloader(split: dict, imgsz: int, batch_size: int, stride: int = 32
         shuffle = False
     dataset = CocoDataset(split["json"], split["images"], imgsz, batch_size, stride, hyp, augment, rect, cache,
                           names, single_cls, seed + max(rank, 0), check, split.get("name", ""),
-                          verbose=rank in (-1, 0))
+                          verbose=rank in (-1, 0), bit_depth=split.get("bit_depth", "auto"))
     sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed) if rank != -1 else None
     nw = max(min(workers, os.cpu_count() or 1, len(dataset)), 0)
     gen = torch.Generator()
@@ -327,11 +332,14 @@ def main(argv: list[str] | None = None) -> int:
         if split not in data:
             continue
         try:
-            s = _load(data[split]["json"], data[split]["images"], names=data["names"], check=opt.check, split=split)
+            s = _load(data[split]["json"], data[split]["images"], names=data["names"], check=opt.check, split=split,
+                      bit_depth=data[split].get("bit_depth", "auto"))
         except DatasetError as e:
             print(f"{split}: UNUSABLE: {e}")
             bad += 1
             continue
+        for msg in data[split].get("notes", ()):  # a converted split (YOLO or a set's own format): what it skipped
+            s.report.add("noted in conversion", msg)
         sides = None
         if opt.imgsz:
             gain = opt.imgsz / s.shapes.max(1)

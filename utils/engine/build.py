@@ -92,6 +92,7 @@ def build_run(opt: TrainConfig, data: dict, device: torch.device, rank: int, wor
     from utils.data.dataset import create_dataloader
     from utils.loss import build_loss
     from utils.paths import increment_path
+    from utils.run_lock import RunLock, claim_run_dir
     from utils.engine.trainer import Trainer
 
     main_proc = rank in (-1, 0)
@@ -117,7 +118,13 @@ def build_run(opt: TrainConfig, data: dict, device: torch.device, rank: int, wor
             data["val"], opt.imgsz, per_proc_batch * 2, gs, hyp=hyp, augment=False, rect=True,
             cache=opt.cache, workers=opt.workers, shuffle=False, rank=-1, names=data["names"])
     # the run folder only once model, data and settings have passed their checks: a bad input leaves nothing
-    save_dir = Path(getattr(opt, "save_dir", "") or increment_path(Path(opt.project) / opt.name, opt.exist_ok))
+    lock = None
+    if main_proc:  # one writer per run folder (utils/run_lock.py): a resumed one is held too
+        resumed = getattr(opt, "save_dir", "")
+        save_dir, lock = ((Path(resumed), RunLock(resumed)) if resumed
+                          else claim_run_dir(Path(opt.project) / opt.name, opt.exist_ok))
+    else:
+        save_dir = Path(getattr(opt, "save_dir", "") or increment_path(Path(opt.project) / opt.name, opt.exist_ok))
     opt.save_dir = str(save_dir)
     if main_proc:
         (save_dir / "weights").mkdir(parents=True, exist_ok=True)
@@ -163,5 +170,6 @@ def build_run(opt: TrainConfig, data: dict, device: torch.device, rank: int, wor
 
     trainer = Trainer(model, loss_fn, train_loader, val_fn, hyp, opt.as_dict(), save_dir, device,
                       rank=rank, world=world, ckpt=ckpt)
+    trainer.run_lock = lock  # train.py releases it when the run, final evaluation included, is over
     return trainer, finish
 

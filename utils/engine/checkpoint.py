@@ -4,12 +4,16 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from models.yolo import Model
+
+
+STALE_TMP_S = 3600  # a checkpoint temp file not written to for this long has no live writer
 
 
 class CheckpointError(RuntimeError):
@@ -31,11 +35,17 @@ def save_checkpoint(ckpt: dict[str, Any], path: str | Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    # temp files of earlier writes of this path that a kill -9 left behind: only mkstemp's own names
+    # temp files of earlier writes of this path that a kill -9 left behind: only mkstemp's own names, and only
+    # those untouched for STALE_TMP_S (a live writer, e.g. another process saving into this folder, keeps
+    # its file's mtime fresh as it writes; removing it made that writer's rename fail)
     ours = re.compile(re.escape(path.name) + r"\.[a-z0-9_]{8}\.tmp")
+    now = time.time()
     for stale in path.parent.glob(path.name + ".*.tmp"):
-        if ours.fullmatch(stale.name):
-            stale.unlink(missing_ok=True)
+        try:
+            if ours.fullmatch(stale.name) and now - stale.stat().st_mtime > STALE_TMP_S:
+                stale.unlink(missing_ok=True)
+        except FileNotFoundError:  # its writer renamed or removed it meanwhile
+            pass
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

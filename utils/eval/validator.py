@@ -22,7 +22,8 @@ from utils.eval.protocols import Protocol, get_protocol
 from utils.eval.report import print_results, save_plots, write_txt
 from utils.inference.postprocess import non_max_suppression, scale_boxes, to_coco_results
 from utils.logger import LOG
-from utils.paths import UniqueStems, increment_path
+from utils.paths import UniqueStems
+from utils.run_lock import claim_run_dir
 
 TASKS = ("val", "test", "speed")
 SCORERS = ("pycocotools", "memory")
@@ -111,10 +112,9 @@ def validate(data: str | dict = "data/shapes.yaml", weights: str | None = None, 
         raise ValueError(f"{data_src}: the {split} split has no images ({getattr(dataset, 'json_path', '')})")
     cat_ids = list(getattr(dataset, "cat_ids", None) or data.get("cat_ids") or range(1, nc + 1))
 
-    save_dir = None
-    if save_json or save_txt or plots:
-        save_dir = increment_path(Path(project) / name, exist_ok)
-        save_dir.mkdir(parents=True, exist_ok=True)
+    save_dir = lock = None
+    if save_json or save_txt or plots:  # one writer per folder (a second val.py --exist-ok is refused)
+        save_dir, lock = claim_run_dir(Path(project) / name, exist_ok)
         if save_txt:
             (save_dir / "labels").mkdir(exist_ok=True)
     txt_stem = UniqueStems()  # a/x.jpg and b/x.jpg must not write the same labels/x.txt
@@ -232,4 +232,6 @@ def validate(data: str | dict = "data/shapes.yaml", weights: str | None = None, 
         (save_dir / "metrics.json").write_text(json.dumps({**res, **meta}, indent=1))
         if verbose:
             LOG.info(f"Results saved to {save_dir}")
+    if lock is not None:  # on an error it is released when this frame goes (utils/run_lock.py)
+        lock.release()
     return res
