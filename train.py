@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 
 from utils.engine.checkpoint import CheckpointError, read_checkpoint
+from utils.engine.run_paths import check_same_data, record_paths, same_setting
 from utils.logger import LOG
 from utils.config import FIELDS, TrainConfig, field_default, repo_path, resolve
 from utils.torch_utils import seed_everything, select_device, world_info
@@ -91,7 +92,7 @@ def _resumed_config(opt: argparse.Namespace) -> tuple[TrainConfig, dict]:
     saved = {k: v for k, v in ckpt["opt"].items() if k in FIELDS}
     keep = {k: getattr(opt, k) for k in ("device", "workers") if getattr(opt, k) is not None}
     clash = sorted(k for k, v in vars(opt).items() if v is not None and k not in (*keep, "resume")
-                   and k in saved and v != saved[k])
+                   and k in saved and not same_setting(k, v, saved[k]))
     if clash:
         given = ", ".join(f"--{k.replace('_', '-')} {getattr(opt, k)} (run: {saved[k]})" for k in clash)
         raise ValueError(f"--resume {path}: continues the run with its own settings; {given} would change "
@@ -117,10 +118,13 @@ def main(opt: argparse.Namespace) -> dict[str, Any]:
             return {"interrupted": False, "metrics": {}, "save_dir": cfg.save_dir}
         if eval_only and rank in (-1, 0):
             LOG.info(f"{cfg.resume}: training finished; running the final evaluation that did not finish")
-        data = load_data_config(repo_path(cfg.data), root=cfg.data_root)
+        data = load_data_config(repo_path(cfg.data), root=cfg.data_root)  # absolute since run_paths
+        for note in check_same_data(cfg, data, cfg.resume):
+            LOG.warning(note)
     else:
         data = load_data_config(repo_path(opt.data or field_default("data")), root=opt.data_root)
         cfg = resolve({k: v for k, v in vars(opt).items() if v is not None}, data)
+        record_paths(cfg, data)  # absolute paths and the data's fingerprint: --resume works from anywhere
         if cfg.recipe_notes and rank in (-1, 0):  # --recipe auto: what it picked, why, and what the run uses
             LOG.info("\n".join(cfg.recipe_notes))
     if world > 1:

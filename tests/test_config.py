@@ -86,7 +86,7 @@ def test_every_option_is_a_flag_with_its_one_default(capsys, monkeypatch, tmp_pa
     monkeypatch.setenv("COLUMNS", "300")  # one line per option in --help
     opt = train.parse_opt([])
     flags = set(vars(opt))
-    assert flags == set(FIELDS) - {"save_dir"}
+    assert flags == set(FIELDS) - {"save_dir", "data_hash"}  # set by the run, not flags
     assert all(v is None for v in vars(opt).values())  # unset: the config decides, not argparse
     with pytest.raises(SystemExit):
         train.parse_opt(["--help"])

@@ -96,6 +96,8 @@ class TrainConfig:
                                "or data YAML defaults: sets them", choices=RECIPES)
     hyp_set: list | None = _opt(None, "override hyperparameters, e.g. --hyp-set tile=0 nwd=1.0")
     save_dir: str = _opt("", "set by the run (its folder); not a flag", flag="")
+    data_hash: str = _opt("", "set by the run: sha256 of its annotation files, checked by --resume; not a flag",
+                          flag="")
     hyp_values: dict = field(default_factory=dict, metadata={"flag": "", "help": ""})  # resolved hyperparameters
     # what --recipe auto decided, why, and what was used: printed at the start, kept in opt.yaml
     recipe_notes: list = field(default_factory=list, metadata={"flag": "", "help": ""})

@@ -1,8 +1,13 @@
 """Run-directory and output file naming shared by train.py, val.py and detect.py."""
 from __future__ import annotations
 
+import hashlib
 import re
+from collections import Counter
 from pathlib import Path
+from typing import Sequence
+
+MAX_NAME_BYTES = 100  # file-name components from data: far below the 255-byte limit, room for suffixes
 
 
 def increment_path(path: str | Path, exist_ok: bool = False, sep: str = "", mkdir: bool = False) -> Path:
@@ -28,8 +33,25 @@ def increment_path(path: str | Path, exist_ok: bool = False, sep: str = "", mkdi
 def safe_name(text: str, default: str = "_") -> str:
     """One file-name component from data-derived text (a class name, an image or video name):
     path separators and other odd characters become '_', leading dots go (no '..', no hidden
-    files), so that a name from a COCO json or a checkpoint can never write outside its folder."""
-    return re.sub(r"[^\w.-]+", "_", str(text)).lstrip(".") or default
+    files), so that a name from a COCO json or a checkpoint can never write outside its folder. A name
+    longer than MAX_NAME_BYTES (UTF-8) is cut and given a stable suffix, a hash of the whole text."""
+    s = re.sub(r"[^\w.-]+", "_", str(text)).lstrip(".") or default
+    if len(s.encode()) > MAX_NAME_BYTES:
+        digest = hashlib.sha256(str(text).encode()).hexdigest()[:10]
+        s = s.encode()[:MAX_NAME_BYTES - 11].decode(errors="ignore") + "_" + digest
+    return s
+
+
+def class_dirs(names: Sequence[str]) -> list[str]:
+    """Class index -> its folder name (detect.py's crops/<name>/): safe_name of the class name; classes that
+    would share a folder (`car,\nred` and `car red` both give car_red; `Car` and `car` on a case-insensitive
+    file system) each get their class index appended: car_red_0, car_red_3."""
+    base = [safe_name(n) for n in names]
+    seen = Counter(b.lower() for b in base)
+    out = [f"{b}_{k}" if seen[b.lower()] > 1 else b for k, b in enumerate(base)]
+    if len({o.lower() for o in out}) < len(out):  # a class named like a suffixed one: index them all (unique)
+        out = [f"{b}_{k}" for k, b in enumerate(base)]
+    return out
 
 
 class UniqueStems:
@@ -44,9 +66,9 @@ class UniqueStems:
         if path not in self.stems:
             base = safe_name(Path(path).stem if "://" not in path else path.split("://")[-1], "stream")
             stem, n = base, 1
-            while stem in self.taken:
+            while stem.lower() in self.taken:  # a.jpg and A.jpg: one file on a case-insensitive file system
                 n += 1
                 stem = f"{base}_{n}"
             self.stems[path] = stem
-            self.taken.add(stem)
+            self.taken.add(stem.lower())
         return self.stems[path]

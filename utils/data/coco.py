@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from utils.data.image_io import SWAPS_SIDES, exif_orientation, header_mode, shown_size, to_bgr8
+from utils.text import display_text
 
 # box size = sqrt(w * h) in pixels, the same buckets the evaluation reports (AP_vt, AP_t, AP_s16, APm, APl)
 SIZE_EDGES = (8, 16, 32, 96)
@@ -77,7 +78,8 @@ class DatasetReport:
         lines = [head, f"  images {self.images} ({self.negatives} without boxes), boxes {self.boxes}, "
                        f"classes {len(self.names)}"]
         if self.names:
-            lines.append("  per class: " + ", ".join(f"{n} {c}" for n, c in zip(self.names, self.per_class)))
+            lines.append("  per class: " + ", ".join(f"{display_text(n, 40)} {c}" for n, c in zip(self.names,
+                                                                                              self.per_class)))
         lines.append("  box size sqrt(w*h) px: " + ", ".join(f"{b} {c}" for b, c in zip(SIZE_LABELS, self.buckets)))
         if sides_at is not None:
             at = size_buckets(sides_at)
@@ -148,7 +150,7 @@ def parse_categories(data: dict, json_path: Path | str) -> tuple[list[str], list
             raise DatasetError(f"{json_path}: categories[{i}]: needs an integer 'id', got {c!r:.80}")
         if c["id"] in seen:
             raise DatasetError(f"{json_path}: categories[{i}]: duplicate category id {c['id']} "
-                               f"('{seen[c['id']]}' and '{c.get('name')}')")
+                               f"('{display_text(seen[c['id']], 60)}' and '{display_text(c.get('name'), 60)}')")
         seen[c["id"]] = str(c.get("name", c["id"]))
     ids = sorted(seen)
     return [seen[i] for i in ids], ids

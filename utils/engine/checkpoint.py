@@ -85,6 +85,10 @@ def model_from_checkpoint(ckpt: dict[str, Any], weights: str = "model", source: 
     """Rebuild the Model from its saved YAML and load one of the saved state dicts."""
     cfg = dict(ckpt["model_yaml"])
     cfg["_lines"] = {}
+    from models.sizing import weights_mismatch  # sized on the meta device before anything is allocated
+    too_big = weights_mismatch(cfg, ckpt.get(weights))
+    if too_big:
+        raise CheckpointError(f"{source}: weights do not fit the saved model config: {too_big}; not built")
     model = Model(cfg)
     try:
         model.load_state_dict(ckpt[weights])

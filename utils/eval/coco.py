@@ -1,6 +1,12 @@
 """The reference figures: pycocotools' COCOeval on COCO results, configured by an evaluation protocol
 (utils/eval/protocols.py). Under the default COCO protocol the standard figures equal a plain COCOeval run;
-the tiny buckets are extra area ranges evaluated in the same pass."""
+the tiny buckets are extra area ranges evaluated in the same pass.
+
+The evaluator: pycocotools' COCOeval matches detections in Python loops, O(detections x ground truth) per
+image, class and area range: 10,000 boxes per image took ~127 s per image. faster-coco-eval's COCOeval_faster
+runs the same evaluateImg/accumulate in C++ on the same COCO objects and gives the same arrays (to 1 ulp,
+tests/eval/test_coco_evaluators.py against pycocotools, the reference); it is used where installed.
+benchmarks/dense_eval.py measures both."""
 from __future__ import annotations
 
 import contextlib
@@ -43,8 +49,27 @@ def load_gt(gt_json: str | Path | dict) -> Any:
     return gt
 
 
+EVALUATORS = ("auto", "pycocotools", "faster-coco-eval")
+
+
+def cocoeval_class(evaluator: str = "auto") -> type:
+    """The COCOeval class: 'pycocotools' (the reference), 'faster-coco-eval' (same figures, C++ matching), or
+    'auto': faster-coco-eval where installed, else pycocotools."""
+    if evaluator not in EVALUATORS:
+        raise ValueError(f"evaluator must be one of {EVALUATORS}, got {evaluator!r}")
+    if evaluator != "pycocotools":
+        try:
+            from faster_coco_eval import COCOeval_faster
+            return COCOeval_faster
+        except ImportError:
+            if evaluator != "auto":
+                raise
+    from pycocotools.cocoeval import COCOeval
+    return COCOeval
+
+
 def coco_eval(gt_json: str | Path | dict | Any, predictions: list[dict], img_ids: Sequence[int] | None = None,
-              use_cats: bool = True, protocol: str | Protocol = "coco") -> dict[str, Any]:
+              use_cats: bool = True, protocol: str | Protocol = "coco", evaluator: str = "auto") -> dict[str, Any]:
     """COCOeval(bbox) on result dicts with the protocol's area ranges and maxDets.
 
     COCO protocol: AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl (identical to
@@ -53,8 +78,9 @@ def coco_eval(gt_json: str | Path | dict | Any, predictions: list[dict], img_ids
     every AP and bucket AR at maxDets 1500.
     Also 'stats' (the protocol's summary vector), 'per_class' {category_id: {AP, AP50}} and 'pr50'
     {category_id: precision at the 101 recall thresholds, IoU .5} for plots.
-    img_ids limits evaluation to those images (default: every image of the ground truth)."""
-    from pycocotools.cocoeval import COCOeval
+    img_ids limits evaluation to those images (default: every image of the ground truth).
+    evaluator: see cocoeval_class (the figures are the same)."""
+    COCOeval = cocoeval_class(evaluator)
     proto = get_protocol(protocol)
     gt = gt_json if hasattr(gt_json, "getImgIds") else load_gt(gt_json)
     if not predictions:  # loadRes cannot take an empty list: nothing detected scores 0

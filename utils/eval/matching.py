@@ -42,14 +42,11 @@ def match_image(det: np.ndarray, gt: np.ndarray, iou_thrs: np.ndarray = IOU_THRS
     d_area = (det[:, 2] - det[:, 0]) * (det[:, 3] - det[:, 1]) if n else np.zeros(0)
     counted = np.stack([(g_area >= lo) & (g_area <= hi) for lo, hi in area_rngs]) if m else np.zeros((A, 0), bool)
     if n and m:
-        iou = torchvision.ops.box_iou(torch.from_numpy(det[:, :4]).double(),
-                                      torch.from_numpy(gt[:, 1:5]).double()).numpy()
-        if use_cats:
-            iou = np.where(det[:, 5:6] == gt[None, :, 0], iou, 0.0)
-        iou[~keep] = 0.0
+        d, g, v = _candidates(det, gt, keep, min(float(np.min(iou_thrs)), 1 - 1e-10), use_cats)
         for a in range(A):
             for ti, t in enumerate(iou_thrs):
-                mg = _match(iou, det[:, 4], counted[a], t)
+                sel = v >= min(t, 1 - 1e-10)
+                mg = _match(d[sel], g[sel], v[sel], det[:, 4], counted[a], m)
                 hit = mg >= 0
                 tp[a, ti] = hit & counted[a][np.maximum(mg, 0)]
                 ign[a, ti] = hit & ~counted[a][np.maximum(mg, 0)]
@@ -59,19 +56,44 @@ def match_image(det: np.ndarray, gt: np.ndarray, iou_thrs: np.ndarray = IOU_THRS
     return keep, tp, ign, counted
 
 
-def _match(iou: np.ndarray, conf: np.ndarray, gt_ok: np.ndarray, thr: float) -> np.ndarray:
-    """Matched gt index per detection (-1 if none) at one IoU threshold: the result of COCO's
-    greedy loop (detections by score; each takes its best free gt, in-range gts first, then IoU),
-    computed in rounds. A detection is settled once it is the best-ranked unsettled detection
-    among all that could take its preferred gt; settled pairs leave and the next round starts."""
-    n, m = iou.shape
+CHUNK = 256  # detections per IoU block: a block of 256 x 10,000 ground-truth boxes is 20 MB
+
+
+def _candidates(det: np.ndarray, gt: np.ndarray, keep: np.ndarray, thr: float,
+                use_cats: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(detection, gt, IoU) of every pair that may match at IoU >= thr (kept detections, same class), in
+    row-major order. Computed in blocks of detections: a dense image never holds its whole IoU matrix, and the
+    matching then works on these pairs alone (a small box overlaps a few others, not all 10,000)."""
+    kd = np.flatnonzero(keep)
+    g_boxes = torch.from_numpy(gt[:, 1:5]).double()
+    ds, gs, vs = [], [], []
+    for i in range(0, len(kd), CHUNK):
+        rows = kd[i:i + CHUNK]
+        iou = torchvision.ops.box_iou(torch.from_numpy(det[rows, :4]).double(), g_boxes).numpy()
+        if use_cats:
+            iou = np.where(det[rows, 5:6] == gt[None, :, 0], iou, 0.0)
+        r, c = np.nonzero(iou >= thr)
+        ds.append(rows[r])
+        gs.append(c)
+        vs.append(iou[r, c])
+    if not ds:
+        return np.zeros(0, int), np.zeros(0, int), np.zeros(0)
+    return np.concatenate(ds), np.concatenate(gs), np.concatenate(vs)
+
+
+def _match(d: np.ndarray, g: np.ndarray, v: np.ndarray, conf: np.ndarray, gt_ok: np.ndarray, m: int) -> np.ndarray:
+    """Matched gt index per detection (-1 if none) at one IoU threshold, from the pairs (d, g) with IoU v over
+    it (row-major order): the result of COCO's greedy loop (detections by score; each takes its best free gt,
+    in-range gts first, then IoU), computed in rounds. A detection is settled once it is the best-ranked
+    unsettled detection among all that could take its preferred gt; settled pairs leave and the next round
+    starts."""
+    n = len(conf)
     mg = np.full(n, -1)
-    d, g = np.nonzero(iou >= min(thr, 1 - 1e-10))
     if not len(d):
         return mg
     rank = np.empty(n, int)
     rank[np.argsort(-conf, kind="mergesort")] = np.arange(n)
-    prio = np.lexsort((-iou[d, g], ~gt_ok[g], d))  # per detection: in-range gt first, then IoU
+    prio = np.lexsort((-v, ~gt_ok[g], d))  # per detection: in-range gt first, then IoU
     d, g = d[prio], g[prio]
     while len(d):
         first = np.r_[True, d[1:] != d[:-1]]

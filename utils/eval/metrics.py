@@ -140,8 +140,7 @@ class ConfusionMatrix:
         dc, gc = det[:, 5].astype(int), gt[:, 0].astype(int)
         md, mg = np.zeros(0, int), np.zeros(0, int)
         if len(det) and len(gt):
-            iou = torchvision.ops.box_iou(torch.from_numpy(det[:, :4]), torch.from_numpy(gt[:, 1:5])).numpy()
-            md, mg = _greedy_pairs(iou, self.iou_thres)
+            md, mg = _greedy_pairs(*_pairs_over(det[:, :4], gt[:, 1:5], self.iou_thres))
         np.add.at(self.matrix, (dc[md], gc[mg]), 1)
         np.add.at(self.matrix, (self.nc, np.delete(gc, mg)), 1)  # missed gt -> background row
         np.add.at(self.matrix, (np.delete(dc, md), self.nc), 1)  # false detection -> background column
@@ -151,18 +150,35 @@ class ConfusionMatrix:
         return self.matrix / np.maximum(self.matrix.sum(0, keepdims=True), 1)
 
 
-def _greedy_pairs(iou: np.ndarray, thr: float) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs (det, gt) with IoU > thr taken highest IoU first, each side used once. Mutually-best
-    pairs are exactly the ones the greedy loop takes, so accept them in rounds."""
-    iou = np.where(iou > thr, iou, -1.0)
+def _pairs_over(a: np.ndarray, b: np.ndarray, thr: float, chunk: int = 256) -> tuple[np.ndarray, ...]:
+    """(i, j, IoU) of the box pairs with IoU > thr, row-major; IoU computed in blocks of `chunk` rows so that a
+    dense image (1,500 detections x 10,000 boxes) never holds its whole IoU matrix."""
+    bt = torch.from_numpy(np.ascontiguousarray(b))
+    out = [], [], []
+    for i in range(0, len(a), chunk):
+        iou = torchvision.ops.box_iou(torch.from_numpy(np.ascontiguousarray(a[i:i + chunk])), bt).numpy()
+        r, c = np.nonzero(iou > thr)
+        for o, x in zip(out, (r + i, c, iou[r, c])):
+            o.append(x)
+    return tuple(np.concatenate(o) for o in out)
+
+
+def _greedy_pairs(d: np.ndarray, g: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """From candidate pairs (det d, gt g, IoU v; row-major), those taken highest IoU first, each side used
+    once. Mutually-best pairs are exactly the ones the greedy loop takes, so accept them in rounds (ties go
+    to the lower index, as argmax on the dense matrix would)."""
     md, mg = [], []
-    while (iou > 0).any():
-        bd = iou.argmax(1)   # each det's best gt
-        bg = iou.argmax(0)   # each gt's best det
-        d = np.flatnonzero((iou.max(1) > 0) & (bg[bd] == np.arange(len(bd))))
-        g = bd[d]
-        md.append(d)
-        mg.append(g)
-        iou[d, :] = -1.0
-        iou[:, g] = -1.0
+    while len(d):
+        o = np.lexsort((-v, d))  # each det's best gt: first of its run
+        first = np.r_[True, d[o][1:] != d[o][:-1]]
+        best_g = dict(zip(d[o][first].tolist(), g[o][first].tolist()))
+        o = np.lexsort((-v, g))  # each gt's best det
+        first = np.r_[True, g[o][1:] != g[o][:-1]]
+        gd, gg = d[o][first], g[o][first]
+        mutual = np.array([best_g[x] == y for x, y in zip(gd.tolist(), gg.tolist())], bool)
+        ad, ag = gd[mutual], gg[mutual]
+        md.append(ad)
+        mg.append(ag)
+        keep = ~np.isin(d, ad) & ~np.isin(g, ag)
+        d, g, v = d[keep], g[keep], v[keep]
     return (np.concatenate(md), np.concatenate(mg)) if md else (np.zeros(0, int), np.zeros(0, int))

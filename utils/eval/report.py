@@ -9,6 +9,7 @@ import torch
 
 from utils.eval.protocols import AP_KEY, BUCKET_LABEL, COCO, Protocol
 from utils.logger import LOG
+from utils.text import display_text
 
 
 def _f(v: float) -> str:
@@ -25,7 +26,7 @@ def print_results(res: dict[str, Any], names: Sequence[str], shape: tuple | None
                    f"{res['recall']:11.3f}{_f(res['AP50'])}{_f(res['AP'])}"]
     if len(names) > 1:
         for row in res["per_class"]:
-            lines.append(f"{row['name'][:20]:>20}{row['images']:>11}{row['instances']:>11}{row['P']:11.3f}"
+            lines.append(f"{display_text(row['name'], 20):>20}{row['images']:>11}{row['instances']:>11}{row['P']:11.3f}"
                          f"{row['R']:11.3f}{_f(row['AP50'])}{_f(row['AP'])}")
     memory = scorer == "memory"
     src = "in-memory COCO-style (fast)" if memory else "pycocotools"

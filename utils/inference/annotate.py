@@ -2,6 +2,7 @@
 cv2 primitives only (Hershey font), colours from the shared palette of utils/plots/colors.py."""
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Sequence
 
@@ -10,7 +11,8 @@ import numpy as np
 import torch
 
 from utils.plots.colors import FONT, color
-from utils.paths import safe_name
+from utils.paths import class_dirs, safe_name
+from utils.text import display_text
 
 
 def line_width(shape: Sequence[int]) -> int:
@@ -28,7 +30,7 @@ def label_text(cls: int, conf: float, names: Sequence[str], hide_labels: bool = 
     """'name 0.87', 'name', '0.87' or '' following the hide flags."""
     if hide_labels:
         return ""
-    name = names[cls] if 0 <= cls < len(names) else str(cls)
+    name = display_text(names[cls]) if 0 <= cls < len(names) else str(cls)  # one line: cv2 draws no newline
     return name if hide_conf else f"{name} {conf:.2f}"
 
 
@@ -63,15 +65,21 @@ def crop_box(img: np.ndarray, xyxy: Sequence[float]) -> np.ndarray:
     return img[y1:y2, x1:x2]
 
 
+@functools.lru_cache(maxsize=8)
+def _class_dirs(names: tuple[str, ...]) -> list[str]:
+    return class_dirs(names)  # once per model, not per frame
+
+
 def save_crops(img: np.ndarray, det: torch.Tensor | np.ndarray, names: Sequence[str], crop_dir: str | Path,
                stem: str) -> list[Path]:
-    """Write each detection's crop of the (undrawn) image to crop_dir/<class name>/<stem>_<k>.jpg,
-    k being the detection's row in det; returns the paths in row order."""
+    """Write each detection's crop of the (undrawn) image to crop_dir/<class folder>/<stem>_<k>.jpg,
+    k being the detection's row in det; returns the paths in row order. Class folders: utils/paths.class_dirs
+    (class names come from data: one safe, distinct folder per class)."""
     out = []
+    dirs = _class_dirs(tuple(names))
     for k, (*xyxy, _, cls) in enumerate(_np(det).tolist()):
-        name = names[int(cls)] if 0 <= int(cls) < len(names) else str(int(cls))
-        # class names come from data (a COCO json, a checkpoint): one safe folder name each
-        path = Path(crop_dir) / safe_name(name) / f"{safe_name(stem)}_{k}.jpg"
+        folder = dirs[int(cls)] if 0 <= int(cls) < len(dirs) else str(int(cls))
+        path = Path(crop_dir) / folder / f"{safe_name(stem)}_{k}.jpg"
         path.parent.mkdir(parents=True, exist_ok=True)
         if not cv2.imwrite(str(path), crop_box(img, xyxy)):
             raise OSError(f"{path}: cv2 could not write the crop")

@@ -20,6 +20,9 @@ from utils.inference.export_meta import TS_EXTRA_FILE, ExportMetadataError, chec
 from utils.logger import LOG
 
 ONNX_SUFFIXES = (".onnx",)
+# a fixed-shape graph's input is padded to its declared size: the declared size is the file's word, so bounded
+# (4 GiB of float32; a batch of 64 at 1536 px needs 0.45e9 values)
+MAX_FIXED_INPUT = 2 ** 30
 TS_SUFFIXES = (".torchscript",)
 
 
@@ -83,6 +86,12 @@ class OnnxModel(ExportedModel):
         self.input_dtype = torch.float16 if "float16" in inp.type else torch.float32
         # fixed sizes of (batch, height, width); None where the export is dynamic (a name, not an int)
         self.fixed = [d if isinstance(d, int) else None for d in (inp.shape[0], inp.shape[2], inp.shape[3])]
+        values = 3
+        for d in self.fixed:
+            values *= d or 1
+        if values > MAX_FIXED_INPUT:
+            raise CheckpointError(f"{path}: declares a fixed input of {'x'.join(str(d) for d in inp.shape)} "
+                                  f"({values / 1e9:,.1f}G values) that every batch would be padded to; refused")
 
     def _fit(self, x: torch.Tensor) -> torch.Tensor:
         _, fh, fw = self.fixed

@@ -16,6 +16,7 @@ from matplotlib.ticker import MaxNLocator
 
 from utils.plots.colors import FONT, color, mpl_color
 from utils.plots.figure import new_figure, save_figure, style_axes, write_image
+from utils.text import display_text, plot_text
 
 GREY, MEAN = "#b4b4b4", "#c82828"  # class curves when there are many; the bold class-mean curve
 MAX_LEGEND = 10  # more classes than this: thin grey class curves, only 'all classes' named
@@ -46,8 +47,8 @@ def pr_curve_figure(pr: dict[int, np.ndarray], ap50: dict[int, float], names: Se
     rec = np.linspace(0, 1, 101)
     valid = [k for k, p in pr.items() if (np.asarray(p) > -1).any()]
     many = len(valid) > MAX_LEGEND
-    series = [(f"{names[k]} {ap50.get(k, 0):.3f}", rec, np.asarray(pr[k]), GREY if many else mpl_color(i),
-               0.8 if many else 1.6, not many) for i, k in enumerate(valid)]
+    series = [(f"{plot_text(names[k], 30)} {ap50.get(k, 0):.3f}", rec, np.asarray(pr[k]),
+               GREY if many else mpl_color(i), 0.8 if many else 1.6, not many) for i, k in enumerate(valid)]
     if valid:
         mean = np.mean([pr[k] for k in valid], 0)
         series.append((f"all classes {np.mean([ap50.get(k, 0) for k in valid]):.3f} AP50", rec, mean, MEAN, 3.0,
@@ -66,7 +67,7 @@ def conf_curve_figure(px: np.ndarray, y: np.ndarray, has_gt: np.ndarray, names: 
     the class mean; best_conf marks the threshold at which P and R are reported."""
     ks = [k for k in range(len(y)) if has_gt[k]]
     many = len(ks) > MAX_LEGEND
-    series = [(names[k], px, y[k], GREY if many else mpl_color(i), 0.8 if many else 1.6, not many)
+    series = [(plot_text(names[k], 30), px, y[k], GREY if many else mpl_color(i), 0.8 if many else 1.6, not many)
               for i, k in enumerate(ks)]
     if ks:
         m = y[ks].mean(0)
@@ -88,7 +89,7 @@ def confusion_matrix_figure(matrix: np.ndarray, names: Sequence[str], normalize:
     m = np.asarray(matrix, float)
     if normalize:
         m = m / np.maximum(m.sum(0, keepdims=True), 1)
-    labels = list(names) + ["background"]
+    labels = [plot_text(s, 24) for s in names] + ["background"]
     n = len(labels)
     cell = min(max(9 / n, 0.22), 0.8)  # inches: large cells for a few classes, the matrix under ~20 in
     side = min(n * cell, 20.0)
@@ -101,8 +102,8 @@ def confusion_matrix_figure(matrix: np.ndarray, names: Sequence[str], normalize:
     # square cells push the title out of the figure; the figure size keeps them near square
     im = ax.imshow(np.ma.masked_invalid(m), cmap="Blues", vmin=0, vmax=vmax, interpolation="nearest", aspect="auto")
     fs = float(np.clip(cell * 72 * 0.5, 4, 10))
-    ax.set_xticks(range(n), [s[:24] for s in labels], rotation=90, fontsize=fs)
-    ax.set_yticks(range(n), [s[:24] for s in labels], fontsize=fs)
+    ax.set_xticks(range(n), labels, rotation=90, fontsize=fs)
+    ax.set_yticks(range(n), labels, fontsize=fs)
     ax.xaxis.tick_top()  # true classes read along the top, like the title says
     ax.xaxis.set_label_position("top")
     ax.set_xticks(np.arange(n + 1) - 0.5, minor=True)
@@ -138,7 +139,7 @@ def _bar_figure(labels: Sequence[str], values: Sequence[float], title: str, ylab
     ax = fig.add_subplot()
     style_axes(ax, grid="y")
     colors = [mpl_color(i if n <= 10 else 0) for i in range(n)]  # distinct colours while the palette lasts
-    short = [s if len(s) <= 20 else s[:19] + "…" for s in labels]
+    short = [s if len(s) <= 20 else s[:19].rstrip("\\") + "…" for s in labels]  # no half of an escaped '$'
     bars = ax.bar(range(n), values, width=0.7, color=colors)
     ax.set_xticks(range(n), short, rotation=90 if many else 0, fontsize=8 if many else 10)
     ax.set_xlim(-0.6, n - 0.4)
@@ -164,7 +165,8 @@ def plot_ap_by_size(metrics: dict, path: str | Path) -> np.ndarray:
 
 
 def per_class_ap_figure(names: Sequence[str], ap: Sequence[float]) -> Figure:
-    return _bar_figure(list(names), [max(float(a), 0.0) for a in ap], "AP@.50:.95 per class", "AP")
+    return _bar_figure([plot_text(s) for s in names], [max(float(a), 0.0) for a in ap], "AP@.50:.95 per class",
+                       "AP")
 
 
 def plot_per_class_ap(names: Sequence[str], ap: Sequence[float], path: str | Path) -> np.ndarray:
@@ -207,7 +209,7 @@ def plot_predictions(imgs: torch.Tensor | np.ndarray, dets: Sequence[torch.Tenso
         if dets is not None and i < len(dets):
             d = dets[i].detach().cpu().numpy() if isinstance(dets[i], torch.Tensor) else np.asarray(dets[i])
             for x1, y1, x2, y2, c, k in d[d[:, 4] >= conf_thres] if len(d) else []:
-                name = names[int(k)] if int(k) < len(names) else str(int(k))
+                name = display_text(names[int(k)], 30) if int(k) < len(names) else str(int(k))
                 _box(tile, np.array([x1, y1, x2, y2]) * scale, color(int(k)), f"{name} {c:.2f}", 1)
         if paths is not None and i < len(paths):
             name = Path(paths[i]).name[:40]

@@ -15,6 +15,7 @@ from matplotlib.ticker import LogLocator, MaxNLocator, NullLocator
 
 from utils.data.coco import SIZE_EDGES, SIZE_LABELS, size_buckets
 from utils.plots.figure import new_figure, save_figure, style_axes
+from utils.text import plot_text
 
 BLUE, ORANGE, EDGE = "#2872b4", "#f08c28", "#999999"
 MAX_ROWS = 30  # beyond 30 class rows the labels become unreadable; the rest are summed in a note
@@ -46,7 +47,7 @@ def _class_panel(ax: Axes, names: list[str], counts: np.ndarray) -> None:
     style_axes(ax, grid="x")
     bars = ax.barh(range(len(order)), counts[order], height=0.7, color=BLUE)
     fs = 9 if n_show <= 15 else 7
-    ax.set_yticks(range(len(order)), [names[k][:20] for k in order], fontsize=fs)
+    ax.set_yticks(range(len(order)), [plot_text(names[k], 20) for k in order], fontsize=fs)
     ax.set_ylim(len(order) - 0.5, -0.5)  # first class on top
     ax.bar_label(bars, padding=3, fontsize=fs)
     ax.set_xlim(0, max(int(counts.max()) if len(counts) else 0, 1) * 1.15)  # room for the count labels
