@@ -124,3 +124,18 @@ def test_equals_sahis_own_postprocess(seed, kind):
     ref = [[*p.bbox.to_xyxy(), p.score.value, p.category.id] for p in post(preds)]
     got = merge_detections(det, 0.5, "greedy-nmm" if kind == "GREEDYNMM" else "nms", metric="ios")
     np.testing.assert_allclose(_sorted(got), _sorted(ref), atol=1e-4)
+
+
+def test_pairs_in_small_blocks_equal_one_block(monkeypatch):
+    """The x-sweep's candidate pairs, processed a few at a time, give the same pairs as in one block; and
+    every pair of boxes meeting by the metric is found (a dense check over all n^2 pairs)."""
+    import utils.inference.greedy_merge as gm
+    det = _random_clusters(7, 30)
+    one = overlap_pairs(det[:, :4], det[:, 5], 0.3, "ios")
+    monkeypatch.setattr(gm, "_BLOCK", 5)
+    small = overlap_pairs(det[:, :4], det[:, 5], 0.3, "ios")
+    assert all(torch.equal(a, b) for a, b in zip(one, small))
+    rows = det.tolist()
+    dense = [(i, j) for i in range(len(rows)) for j in range(i + 1, len(rows))
+             if rows[i][5] == rows[j][5] and _metric(rows[i], rows[j], "ios") >= 0.3]
+    assert list(zip(one[0].tolist(), one[1].tolist())) == dense and len(dense) > 20

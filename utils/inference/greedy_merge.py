@@ -8,7 +8,7 @@ more than the threshold (a member that no longer does is dropped, as SAHI drops 
 IoU or IoS, intersection over the smaller box: a car cut in half by a window border overlaps the whole
 car by IoS 1 but IoU 0.5, so IoS merges such halves where IoU may not.
 
-Done without an n x n matrix or a Python loop over boxes: the overlapping pairs come from row blocks,
+Done without an n x n matrix or a Python loop over boxes: the overlapping pairs come from a sweep over x,
 and the greedy order is solved by iterating "a box leads unless an earlier leader claims it" to its
 fixed point, which takes as many rounds as the longest chain of overlaps (a handful), not n.
 """
@@ -17,37 +17,57 @@ from __future__ import annotations
 import torch
 
 MATCH_METRICS = ("iou", "ios")
-_BLOCK = 1 << 22  # pair entries per block: 4 M floats, ~16 MB a tensor
+_BLOCK = 1 << 21  # candidate pairs per block: 2 M, ~16 MB an int64 tensor
 
 
 def overlap_pairs(boxes: torch.Tensor, groups: torch.Tensor, thr: float, metric: str = "ios"
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Pairs (i, j), i < j, of boxes in the same group with metric(i, j) >= thr, and that metric.
-    boxes (n, 4) xyxy; groups (n,) class ids (all equal for class-agnostic matching)."""
+    boxes (n, 4) xyxy; groups (n,) class ids (all equal for class-agnostic matching). Only pairs whose
+    x-extents intersect are measured (boxes sorted by x1: each against the run of boxes starting
+    before it ends), so a large image's thousands of small boxes cost their neighbours, not n^2."""
     if metric not in MATCH_METRICS:
         raise ValueError(f"match metric must be one of {MATCH_METRICS}, got {metric!r}")
-    n = len(boxes)
-    area = (boxes[:, 2] - boxes[:, 0]).clamp_min(0) * (boxes[:, 3] - boxes[:, 1]).clamp_min(0)
-    rows = max(1, _BLOCK // max(n, 1))
-    out_i, out_j, out_m = [], [], []
-    for a in range(0, n, rows):
-        b = min(a + rows, n)
-        lt = torch.maximum(boxes[a:b, None, :2], boxes[None, :, :2])
-        rb = torch.minimum(boxes[a:b, None, 2:], boxes[None, :, 2:])
-        inter = (rb - lt).clamp_min(0).prod(2)
-        if metric == "iou":
-            den = area[a:b, None] + area[None, :] - inter
-        else:
-            den = torch.minimum(area[a:b, None], area[None, :])
-        m = inter / den.clamp_min(1e-12)
-        ok = (m >= thr) & (inter > 0) & (groups[a:b, None] == groups[None, :])
-        ok &= torch.arange(a, b, device=boxes.device)[:, None] < torch.arange(n, device=boxes.device)[None, :]
-        i, j = ok.nonzero(as_tuple=True)
-        out_i.append(i + a), out_j.append(j), out_m.append(m[i, j])
-    if not out_i:
-        e = torch.zeros(0, dtype=torch.long, device=boxes.device)
+    n, dev = len(boxes), boxes.device
+    if n == 0:
+        e = torch.zeros(0, dtype=torch.long, device=dev)
         return e, e, boxes.new_zeros(0)
-    return torch.cat(out_i), torch.cat(out_j), torch.cat(out_m)
+    # shift each group along x past the others (batched_nms' trick): boxes of two groups never meet
+    # (in float64, and for the sweep only: the metric is measured on the boxes as given)
+    shift = groups.double() * (boxes[:, :4].abs().max().double() * 2 + 1)
+    sx1, sx2 = boxes[:, 0].double() + shift, boxes[:, 2].double() + shift
+    x1, y1, x2, y2 = boxes[:, :4].unbind(1)
+    area = (x2 - x1).clamp_min(0) * (y2 - y1).clamp_min(0)
+    xs = torch.sort(sx1, stable=True).indices
+    pos = torch.arange(n, device=dev)
+    end = torch.searchsorted(sx1[xs].contiguous(), sx2[xs].contiguous(), side="left")  # first box from x2 on
+    cnt = (end - pos - 1).clamp_min(0)  # candidates after each box in x1 order
+    cum = torch.cumsum(cnt, 0)
+    out_i, out_j, out_m = [], [], []
+    lo = 0
+    while lo < n:  # rows in blocks of about _BLOCK candidate pairs
+        base = int(cum[lo - 1]) if lo else 0
+        hi = max(int(torch.searchsorted(cum, base + _BLOCK, side="right")), lo + 1)
+        c = cnt[lo:hi]
+        a = torch.repeat_interleave(pos[lo:hi], c)
+        b = a + 1 + torch.arange(len(a), device=dev) - torch.repeat_interleave(torch.cumsum(c, 0) - c, c)
+        i, j = xs[a], xs[b]
+        ih = torch.minimum(y2[i], y2[j]) - torch.maximum(y1[i], y1[j])
+        keep = ih > 0  # x-extents meet by construction; most candidates miss in y
+        i, j, ih = i[keep], j[keep], ih[keep]
+        inter = (torch.minimum(x2[i], x2[j]) - torch.maximum(x1[i], x1[j])).clamp_min(0) * ih
+        den = area[i] + area[j] - inter if metric == "iou" else torch.minimum(area[i], area[j])
+        m = inter / den.clamp_min(1e-12)
+        ok = (m >= thr) & (inter > 0)
+        i, j, m = i[ok], j[ok], m[ok]
+        out_i.append(torch.minimum(i, j)), out_j.append(torch.maximum(i, j)), out_m.append(m)
+        lo = hi
+    if not out_i:
+        e = torch.zeros(0, dtype=torch.long, device=dev)
+        return e, e, boxes.new_zeros(0)
+    i, j, m = torch.cat(out_i), torch.cat(out_j), torch.cat(out_m)
+    order = torch.argsort(i * n + j)  # (i, j) in row-major order, as a dense scan would list them
+    return i[order], j[order], m[order]
 
 
 def greedy_clusters(det: torch.Tensor, thr: float, metric: str = "ios", agnostic: bool = False
