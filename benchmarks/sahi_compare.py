@@ -14,6 +14,8 @@ in the merge's implementation. Four settings a side: merge NMS by IoU, and SAHI'
 matched by IoS (ours: merge='greedy-nmm'), each with and without the full-image pass (SAHI's
 perform_standard_pred; ours full=True). The threshold of the merge is --iou on both sides, and SAHI's
 switch to NMS below confidence 0.1 is turned off (force_postprocess_type) so that GREEDYNMM stays GREEDYNMM.
+Both keep --max-det boxes per window (the per-window NMS) and per image (SAHI keeps every merged box: its
+output is cut to the --max-det best, as ours is; COCO AP reads the best 100 per image anyway).
 
 Timing: each image is decoded once (decoding is not timed; SAHI gets the RGB array, we the BGR one) and
 every setting of both sides runs on it in turn, so that the load of a shared machine falls on all of them
@@ -143,8 +145,9 @@ def sahi_model(model: torch.nn.Module, slice: int, imgsz: int, conf: float, iou:
 
 
 def run_sahi(smodel: Any, rgb: np.ndarray, slice: int, overlap: float, iou: float, postprocess: str,
-             metric: str, full: bool, batch: int = 1) -> torch.Tensor:
-    """SAHI's get_sliced_prediction -> (n, 6) [x1, y1, x2, y2, conf, cls] in the image's pixels."""
+             metric: str, full: bool, batch: int = 1, max_det: int = 0) -> torch.Tensor:
+    """SAHI's get_sliced_prediction -> (n, 6) [x1, y1, x2, y2, conf, cls] in the image's pixels; with
+    max_det, its max_det best (ours keeps that many after the merge; SAHI keeps all)."""
     from sahi.predict import get_sliced_prediction
     res = get_sliced_prediction(rgb, smodel, slice_height=slice, slice_width=slice, overlap_height_ratio=overlap,
                                 overlap_width_ratio=overlap, perform_standard_pred=full, postprocess_type=postprocess,
@@ -152,7 +155,10 @@ def run_sahi(smodel: Any, rgb: np.ndarray, slice: int, overlap: float, iou: floa
                                 postprocess_class_agnostic=False, verbose=0, force_postprocess_type=True,
                                 batch_size=batch)
     rows = [[*p.bbox.to_xyxy(), p.score.value, p.category.id] for p in res.object_prediction_list]
-    return torch.tensor(rows, dtype=torch.float32).reshape(-1, 6)
+    det = torch.tensor(rows, dtype=torch.float32).reshape(-1, 6)
+    if max_det and len(det) > max_det:
+        det = det[torch.sort(det[:, 4], descending=True, stable=True).indices[:max_det]]
+    return det
 
 
 def run_ours(model: torch.nn.Module, bgr: np.ndarray, slice: int, overlap: float, conf: float, iou: float,
@@ -240,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
                         det = run_ours(model, bgr, a.slice, a.overlap, a.conf, a.iou, a.max_det, merge, metric,
                                        full, a.batch, wins)
                     else:
-                        det = run_sahi(smodel, rgb, a.slice, a.overlap, a.iou, post, smetric, full, a.sahi_batch)
+                        det = run_sahi(smodel, rgb, a.slice, a.overlap, a.iou, post, smetric, full, a.sahi_batch,
+                                       a.max_det)
                     r = res[f"{side}:{name}"]
                     r["seconds"] += time.perf_counter() - t0
                     r["forward_s"] += model.seconds - f0
