@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import sys
 
 from utils.data.recipe import slice_arg
 from utils.engine.checkpoint import CheckpointError
@@ -60,6 +61,8 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     a("--slice-batch", type=int, default=D["slice_batch"], help="windows per forward pass")
     a("--slice-full", action="store_true", help="also run the whole image at --imgsz and merge it in")
     a("--slice-merge", default=D["slice_merge"], choices=MERGE_MODES, help="duplicate removal across windows")
+    a("--bit-depth", default=D["bit_depth"], help="16-bit/float images to 8 bits: auto, minmax or 9..16; use the "
+      "training data YAML's bit_depth (docs/bit_depth.md)")
     return p.parse_args(argv)
 
 
@@ -72,6 +75,9 @@ def main(argv: list[str] | None = None) -> list[FrameResult]:
         return run(**opt)
     except (CheckpointError, ValueError, OSError) as e:  # SourceError is a ValueError
         raise SystemExit(f"detect.py: error: {e}") from None
+    except KeyboardInterrupt:  # Ctrl-C on a stream is how it ends: the outputs so far are written and closed
+        print("detect.py: interrupted; the outputs written so far are kept", file=sys.stderr)
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

@@ -190,7 +190,9 @@ def run(weights: str | Path, include: Sequence[str] = ("onnx", "torchscript"), i
     for fmt in dict.fromkeys(include):  # each format once, in the order given
         t0 = time.perf_counter()
         path = weights.with_suffix(FORMATS[fmt])
-        tmp = path.with_name(f".{path.name}.tmp{FORMATS[fmt]}")  # the old file stays until the new one passes
+        # the old file stays until the new one passes; the pid keeps two exports of one checkpoint from writing
+        # (and removing) the same temp file
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{FORMATS[fmt]}")
         try:
             if fmt == "onnx":
                 _write_onnx(model, x, tmp, meta, dynamic, simplify, opset)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -36,10 +37,14 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
         kw: dict[str, Any] = dict(default=None, help=helptext or None)
         if name == "resume":
             kw.update(nargs="?", const=True)
+        elif name == "cache":  # bare --cache means ram, as in YOLOv5
+            kw.update(nargs="?", const="ram", choices=["ram", "disk", "auto"])
         elif name == "hyp_set":
             kw.update(nargs="+", metavar="KEY=VALUE")
         elif isinstance(default, bool):
             kw.update(action="store_true")
+        elif name == "freeze":
+            kw.update(metavar="N|PARTS")  # a count or part names: checked by config.check_freeze
         elif isinstance(default, int) or f.metadata["least"] is not None:  # whole numbers, None default too
             kw.update(type=int)
         elif name == "label_smoothing" or isinstance(default, float):
@@ -101,12 +106,17 @@ def main(opt: argparse.Namespace) -> dict[str, Any]:
     from utils.engine.build import build_run  # heavy imports after argument parsing
 
     rank, local_rank, world = world_info()
-    ckpt = None
+    ckpt, eval_only = None, False
     if opt.resume:
         cfg, ckpt = _resumed_config(opt)
-        if ckpt["epoch"] + 1 >= cfg.epochs:
+        # "pending": training ended but its final evaluation did not (Ctrl-C); None: a checkpoint from before
+        # this key, or a run still training
+        eval_only = ckpt.get("final_eval") == "pending"
+        if ckpt.get("final_eval") == "done" or (not eval_only and ckpt["epoch"] + 1 >= cfg.epochs):
             LOG.info(f"{cfg.resume}: training already finished ({cfg.epochs} epochs); nothing to resume")
             return {"interrupted": False, "metrics": {}, "save_dir": cfg.save_dir}
+        if eval_only and rank in (-1, 0):
+            LOG.info(f"{cfg.resume}: training finished; running the final evaluation that did not finish")
         data = load_data_config(repo_path(cfg.data), root=cfg.data_root)
     else:
         data = load_data_config(repo_path(opt.data or field_default("data")), root=opt.data_root)
@@ -118,18 +128,46 @@ def main(opt: argparse.Namespace) -> dict[str, Any]:
     else:
         device = select_device(cfg.device)
     seed_everything(cfg.seed + max(rank, 0))
+    trainer = None
     try:
         trainer, finish = build_run(cfg, data, device, rank, world, ckpt)
-        result = trainer.fit()
+        result = ({"interrupted": False, "metrics": {}, "save_dir": cfg.save_dir} if eval_only
+                  else trainer.fit())
         if not result["interrupted"] and rank in (-1, 0):
-            result["metrics"] = finish()
+            result.update(final_evaluation(trainer, finish))
         return result
     except TrainingStopped as e:
         LOG.error(f"Training stopped: {e}")
         raise
     finally:
+        if trainer is not None and trainer.run_lock is not None:
+            trainer.run_lock.release()
         if world > 1 and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def final_evaluation(trainer: Any, finish: Any) -> dict[str, Any]:
+    """finish() (the full evaluation of best.pt) under its own signal handlers: Ctrl-C or SIGTERM ends it with
+    one line, and last.pt stays marked so that --resume runs it; once it completes, last.pt says so."""
+    got: list[int] = []
+
+    def stop(signum: int, frame: Any) -> None:
+        got.append(signum)
+        raise KeyboardInterrupt
+
+    old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        metrics = finish()
+        trainer.mark_final_eval_done()  # atomic: a signal here leaves it pending, and --resume evaluates again
+    except KeyboardInterrupt:
+        sig = got[0] if got else signal.SIGINT
+        LOG.info(f"\n{signal.Signals(sig).name}: the final evaluation was stopped; training is complete in "
+                 f"{trainer.wdir / 'last.pt'}; run the evaluation with python train.py --resume {trainer.save_dir}")
+        return {"interrupted": True, "signal": int(sig)}
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    return {"metrics": metrics}
 
 
 def _init_distributed(device: str, local_rank: int) -> torch.device:
@@ -147,5 +185,9 @@ if __name__ == "__main__":
         res = main(o)
     except (CheckpointError, TrainingStopped, OSError, ValueError) as e:  # OSError: unwritable folder, full disk
         sys.exit(f"train.py: error: {e}")
+    except KeyboardInterrupt:  # before training started, or a second Ctrl-C ("now"): last.pt is whole
+        print("train.py: interrupted; a run's weights/last.pt holds its last finished epoch (--resume continues)",
+              file=sys.stderr)
+        sys.exit(130)
     if res.get("interrupted"):
         sys.exit(128 + int(res.get("signal") or 2))

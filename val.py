@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import sys
 from typing import Any
 
 
@@ -83,6 +84,10 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     a("--exist-ok", action="store_true")
     a("--noplots", action="store_true")
     a("--half", action="store_true", help="fp16 autocast on CUDA")
+    a("--single-label", dest="multi_label", action="store_false",
+      help="NMS keeps one class per box, its best (Ultralytics' predict); default: every class above --conf-thres")
+    a("--rect-pad", type=float, default=D["rect_pad"],
+      help="pad each batch's shape by this many strides (0.5: YOLOv5's val.py, whose 256 px images run at 288)")
     return p.parse_args(argv)
 
 
@@ -94,6 +99,9 @@ def main(argv: list[str] | None = None) -> dict:
         return run(**opt)
     except (ValueError, CheckpointError, OSError) as e:  # OSError: unwritable folder, full disk
         raise SystemExit(f"val.py: error: {e}") from None
+    except KeyboardInterrupt:
+        print("val.py: interrupted; no metrics were written", file=sys.stderr)
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 
     python -m benchmarks.ablation                                   # deeppcb, 3 epochs at 320, all rows
     python -m benchmarks.ablation --rows base p2 p2-atss-so --epochs 20
-    python -m benchmarks.ablation --readme                          # (re)write the README table from --out
     python -m benchmarks.ablation --data data/aerial-cars.yaml --epochs 200 --recipe auto --cache --rows base se
 
 On aerial-cars (94 train photos of ~1920 px) --recipe auto trains on native-resolution tiles and scores the
@@ -12,7 +11,9 @@ Rows change one thing at a time against the YOLOv5n baseline (conv stem, PAN, P3
 assigner, default hyps), then stack what helps. Each finished row is saved in --out (JSON) at once,
 so an interrupted ablation picks up where it stopped. Columns: COCO AP, AP50, APs (< 32 px) and
 AP_tiny (< 16 px) of the final weights on the val split, params, GFLOPs at --imgsz, steady-state
-train images/s and batch-1 latency (benchmarks/speed.py's method), all on this machine.
+train images/s and batch-1 latency (benchmarks/speed.py's method), all on this machine. A file under
+benchmarks/results is shown on the results page, docs/results.md, which is regenerated after each run
+(python -m benchmarks.results_page does that alone).
 """
 from __future__ import annotations
 
@@ -21,8 +22,6 @@ import json
 import tempfile
 import time
 from pathlib import Path
-
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,7 +32,7 @@ ROWS: dict[str, tuple[str, str, str, str, list[str]]] = {
     "spd": ("SPD-Conv stem and downsampling", "yolov5n-spd.yaml", "iou", "default", []),
     "asff": ("ASFF neck", "yolov5n-asff.yaml", "iou", "default", []),
     "p2": ("P2-P5 head", "yolov5n-p2.yaml", "iou", "default", []),
-    # the literature's blocks as whole configs (README, Models); the same head, assigner and hyps as base
+    # the literature's blocks as whole configs (docs/models.md); the same head, assigner and hyps as base
     "yolov4-csp": ("YOLOv4-CSP: CSPDarknet53 (Mish), SPP, CSP PAN", "yolov4n-csp.yaml", "iou", "default", []),
     "se": ("SE after the backbone C3 stages", "yolov5n-se.yaml", "iou", "default", []),
     "effnet": ("EfficientNet-B0-style MBConv backbone", "yolov5n-effnet.yaml", "iou", "default", []),
@@ -88,11 +87,6 @@ ROW_OPTIONS: dict[str, dict] = {"dfl-stal-fit": {"dfl_bin": "auto"}, "dfl-r8": {
                                 "p2-dfl-fast-r4": {"reg_max": 4}}
 
 
-def mark(out: Path) -> str:
-    """One README marker per results file, so tables of several budgets can stand side by side."""
-    return f"<!-- ablation table: benchmarks/ablation.py --readme --out {out.name} -->"
-
-
 def run_row(name: str, opt: argparse.Namespace) -> dict:
     import train
     from benchmarks.speed import latency_images, our_latency, our_train_speed
@@ -128,11 +122,11 @@ def run_row(name: str, opt: argparse.Namespace) -> dict:
 
 
 def _ap(v: float) -> str:
-    """pycocotools' -1 (no box of that size in the val split) as a dash, as in the other README tables."""
+    """pycocotools' -1 (no box of that size in the val split) as a dash, as in the other results tables."""
     return f"{v:.3f}" if v >= 0 else "–"
 
 
-def table(results: dict, out: Path) -> str:
+def table(results: dict) -> str:
     b = results["budget"]
     rows = [results["rows"][n] for n in dict.fromkeys([*ROWS, *results["rows"]]) if n in results["rows"]]
     # rows trained before train_wall_min was recorded have none; a file with none of them gets no such column
@@ -145,36 +139,13 @@ def table(results: dict, out: Path) -> str:
     budget += "; train wall: the whole training run in minutes (– for rows that predate it)." if walls else "."
     header = ["row", "change", "AP", "AP50", "APs", "AP_tiny", "params (M)", "GFLOPs", "train img/s",
               *(["train wall min"] if walls else []), "latency ms"]
-    lines = [mark(out), "", budget, "", "| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    lines = [budget, "", "| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
     for r in rows:
         wall = (f"{r['train_wall_min']:.1f} | " if "train_wall_min" in r else "– | ") if walls else ""
         lines.append(f"| {r['row']} | {r['what']} | {r['AP']:.3f} | {r['AP50']:.3f} | {r['APs']:.3f} | "
                      f"{_ap(r['AP_tiny'])} | {r['params_M']:.2f} | {r['gflops']:.1f} | {r['train_img_per_s']:.1f} | "
                      f"{wall}{r['latency_ms']:.0f} |")
     return "\n".join(lines) + "\n"
-
-
-def write_readme(results: dict, out: Path, readme: Path = ROOT / "README.md") -> None:
-    """Replace the block that starts at mark(out) and runs to the end of the table after it."""
-    text, m = readme.read_text(), mark(out)
-    if m not in text:
-        raise SystemExit(f"{readme}: no line {m!r} to put the table at")
-    head, rest = text.split(m, 1)
-    lines = rest.split("\n")
-    # what this marker owns: blank lines, the "Budget:" line, blank lines, then the table; an older table
-    # further down (another marker's) is not ours, so stop at the first line of anything else
-    k = 1
-    while k < len(lines) and not lines[k].strip():
-        k += 1
-    if k < len(lines) and lines[k].startswith("Budget:"):
-        k += 1
-        while k < len(lines) and not lines[k].strip():
-            k += 1
-        while k < len(lines) and lines[k].startswith("|"):
-            k += 1
-    else:  # no table yet: keep all that follows the marker
-        k = 1
-    readme.write_text(head + table(results, out) + "\n".join(lines[k:]))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -199,29 +170,32 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--project", default=str(Path(tempfile.gettempdir()) / "ablation"))
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "ablation-deeppcb.json")
     ap.add_argument("--redo", action="store_true", help="retrain rows already in --out")
-    ap.add_argument("--readme", action="store_true", help="only write the README table from --out")
     opt = ap.parse_args(argv)
+    import torch  # here, so that the results page can read table() without loading torch
+
     torch.set_num_threads(opt.threads)
     budget = {k: getattr(opt, k) for k in ("data", "epochs", "imgsz", "batch", "seed", "threads", "hyp_set")}
     if opt.recipe != "none":  # only then, so the files written before the option stay of the same budget
         budget["recipe"] = opt.recipe
     results = json.loads(opt.out.read_text()) if opt.out.exists() else {"budget": budget, "rows": {}}
-    if not opt.readme:
-        if results["budget"] != budget:
-            raise SystemExit(f"{opt.out} holds rows of another budget {results['budget']}; pass another --out")
-        for name in opt.rows:
-            if name in results["rows"] and not opt.redo:
-                print(f"{name}: already in {opt.out}, skipped (--redo to retrain)")
-                continue
-            results["rows"][name] = run_row(name, opt)
-            opt.out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = opt.out.with_suffix(".tmp")
-            tmp.write_text(json.dumps(results, indent=1))
-            tmp.replace(opt.out)
-            print(json.dumps(results["rows"][name]), flush=True)
-    print(table(results, opt.out))
-    if opt.readme:
-        write_readme(results, opt.out)
+    if results["budget"] != budget:
+        raise SystemExit(f"{opt.out} holds rows of another budget {results['budget']}; pass another --out")
+    for name in opt.rows:
+        if name in results["rows"] and not opt.redo:
+            print(f"{name}: already in {opt.out}, skipped (--redo to retrain)")
+            continue
+        results["rows"][name] = run_row(name, opt)
+        opt.out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = opt.out.with_suffix(".tmp")
+        tmp.write_text(json.dumps(results, indent=1))
+        tmp.replace(opt.out)
+        print(json.dumps(results["rows"][name]), flush=True)
+    print(table(results))
+    from benchmarks import results_page
+
+    if opt.out.resolve().parent == results_page.RESULTS.resolve():  # a file the page shows: keep the page current
+        results_page.write_page()
+        print(f"regenerated {results_page.PAGE}")
 
 
 if __name__ == "__main__":

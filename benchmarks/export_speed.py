@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--nc", type=int, default=80, help="classes of the untrained model (the peer has 80)")
     ap.add_argument("--imgsz", type=int, default=640)
     ap.add_argument("--peer-onnx", default="/tmp/peer-onnx/yolov5nu.onnx",
-                    help="Ultralytics-exported ONNX (see the README's export section); skipped if absent")
+                    help="Ultralytics-exported ONNX (see docs/export.md); skipped if absent")
     ap.add_argument("--runs", type=int, default=30, help="timed rounds")
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--threads", type=int, default=0, help="CPU threads for torch and onnxruntime (0: all cores)")

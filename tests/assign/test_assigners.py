@@ -360,7 +360,7 @@ def test_uniform_pow_does_not_depend_on_the_call():
 
 
 def test_anchor_configs_default_to_atss_and_the_dfl_configs_to_tal():
-    """The default each head trains with (README, "Which assigner"): every shipped YAML names it, and a YAML
+    """The default each head trains with (docs/models.md, "Which assigner"): every shipped YAML names it, and a YAML
     that names none gets the registry's."""
     from models.config import load_model_config
     from models.yolo import Model

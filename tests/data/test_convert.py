@@ -123,8 +123,10 @@ def write_yolo(root: Path, labels: dict[str, str]) -> tuple[Path, Path]:
 
 
 @pytest.mark.parametrize("line, words", [
-    ("0 0.5 0.5 0.2", "expected 5 values 'class cx cy w h', got 4"),
-    ("0 0.5 0.5 0.2 0.2 0.7", "expected 5 values 'class cx cy w h', got 6 (segmentation polygons are not supported)"),
+    ("0 0.5 0.5 0.2", "expected 5 values 'class cx cy w h' or a polygon 'class x1 y1 x2 y2 x3 y3 ...', got 4"),
+    ("0 0.5 0.5 0.2 0.2 0.7", "expected 5 values 'class cx cy w h' or a polygon 'class x1 y1 x2 y2 x3 y3 ...', got 6"),
+    ("0 0.1 0.1 0.3 0.1 1.2 0.4", "polygon x y ['0.1', '0.1', '0.3', '0.1', '1.2', '0.4'] must be normalised"),
+    ("0 0.1 0.1 0.3 0.1 0.2 0.1", "polygon ['0.1', '0.1', '0.3', '0.1', '0.2', '0.1'] has zero width or height"),
     ("0 0.5 half 0.2 0.2", "non-numeric value"),
     ("0 0.5 1.2 0.2 0.2", "cx cy w h ['0.5', '1.2', '0.2', '0.2'] must be normalised to 0..1"),
     ("0 -0.1 0.5 0.2 0.2", "cx cy w h ['-0.1', '0.5', '0.2', '0.2'] must be normalised to 0..1"),
@@ -137,6 +139,13 @@ def test_malformed_yolo_lines_name_file_and_line(tmp_path, line, words):
     with pytest.raises(ConvertError, match="1 problem") as e:
         yolo_to_coco(images, labels, ["x", "y"])
     assert f"{labels / 'a.txt'} line 3: {words}" in str(e.value)
+
+
+def test_yolo_segment_lines_become_their_enclosing_box(tmp_path):
+    images, labels = write_yolo(tmp_path, {"a.txt": "1 0.1 0.2 0.5 0.25 0.3 0.75 0.2 0.5\n"})  # 50x40 image
+    doc = yolo_to_coco(images, labels, ["x", "y"])
+    np.testing.assert_allclose(doc["annotations"][0]["bbox"], [5, 8, 20, 22], atol=1e-9)
+    assert doc["annotations"][0]["category_id"] == 2
 
 
 def test_yolo_problems_all_reported_and_nothing_written(tmp_path, capsys):

@@ -154,7 +154,7 @@ DATASETS = Path(os.environ.get("SMALLDET_DATASETS") or ROOT.parent / "shared" / 
     ("aerial-cars", 640, (1.0, 640, 0.2, False)),  # hand-picked: tile 1.0, --slice 640 --overlap 0.2
 ])
 def test_auto_picks_the_hand_picked_settings_on_the_real_sets(name, imgsz, want):
-    """The settings the README's head-to-head rows were measured with (a second or so: json only)."""
+    """The settings the measured rows of docs/small-objects.md used (a second or so: json only)."""
     if not (DATASETS / name).is_dir():
         pytest.skip(f"{DATASETS / name} not found (the shared benchmark data sets; set SMALLDET_DATASETS)")
     r = decide(load_data_config(ROOT / "data" / f"{name}.yaml", root=str(DATASETS)), imgsz)

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import time
 from pathlib import Path
 
 import cv2
@@ -312,6 +314,8 @@ def test_stale_checkpoint_temp_files_are_cleaned_and_nothing_else(tmp_path):
     from utils.engine.checkpoint import save_checkpoint
     stale = tmp_path / "last.pt.k3x9_a1q.tmp"  # what a kill -9 mid-write leaves (mkstemp's 8 characters)
     stale.write_bytes(b"half a checkpoint")
+    old = time.time() - 7200  # untouched for two hours: its writer is gone (see test_run_lock for a live one)
+    os.utime(stale, (old, old))
     keep = [tmp_path / "last.pt.my-notes.tmp", tmp_path / "best.pt.k3x9_a1q.tmp", tmp_path / "other.tmp"]
     for k in keep:
         k.write_text("not ours to delete")

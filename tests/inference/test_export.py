@@ -324,12 +324,12 @@ def test_detect_and_val_name_a_missing_export(tmp_path, image):
 
 
 @pytest.mark.slow
-def test_readme_example_runs_onnx_without_torch(cli_exports, image, tmp_path):
-    """The README's onnxruntime-only example, run with torch made unimportable, finds detect.py's boxes."""
+def test_docs_example_runs_onnx_without_torch(cli_exports, image, tmp_path):
+    """docs/export.md's onnxruntime-only example, run with torch made unimportable, finds detect.py's boxes."""
     import detect
 
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("## Export and deploy", 1)[1].split("\n## ", 1)[0]
+    page = (ROOT / "docs" / "export.md").read_text()
+    section = page.split("## Running an `.onnx` without torch", 1)[1].split("\n## ", 1)[0]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     script = tmp_path / "onnx_detect.py"
     script.write_text("import sys\nsys.modules['torch'] = None  # any 'import torch' now fails\n" + code)

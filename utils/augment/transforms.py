@@ -151,19 +151,26 @@ def random_affine(img: np.ndarray, boxes: np.ndarray, rng: np.random.Generator, 
         img = cv2.warpPerspective(img, M, (ow, oh), borderValue=(PAD_VALUE,) * 3)
     else:
         img = cv2.warpAffine(img, M[:2], (ow, oh), borderValue=(PAD_VALUE,) * 3)
+    return (img, *affine_boxes(boxes, M, gain, (ow, oh), min_box_px, area_thr))
+
+
+def affine_boxes(boxes: np.ndarray, M: np.ndarray, gain: float, out_wh: tuple[int, int], min_box_px: float = 1.0,
+                 area_thr: float = 0.1) -> tuple[np.ndarray, tuple[int, int]]:
+    """random_affine's boxes: moved by M, clipped to out_wh and filtered (see classify_kept).
+    Returns (boxes, (dropped_small, dropped_cut))."""
     if len(boxes) == 0:
-        return img, boxes.reshape(0, 5).astype(np.float32), (0, 0)
-    new = transform_boxes(boxes[:, 1:5], M, clip=(ow, oh))
+        return boxes.reshape(0, 5).astype(np.float32), (0, 0)
+    new = transform_boxes(boxes[:, 1:5], M, clip=out_wh)
     keep, small, cut = classify_kept(new, boxes[:, 3:5] - boxes[:, 1:3], gain, min_box_px, area_thr)
-    out = np.concatenate((boxes[keep, :1], new[keep]), 1).astype(np.float32)
-    return img, out, (small, cut)
+    return np.concatenate((boxes[keep, :1], new[keep]), 1).astype(np.float32), (small, cut)
 
 
 def mosaic4(images: list[np.ndarray], boxes: list[np.ndarray], size: int,
             rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Four images around a random centre of a (2*size)^2 grey canvas: top-left, top-right,
     bottom-left, bottom-right, each touching the centre and cut at the canvas edge. Boxes are
-    shifted and clipped (not filtered: random_affine, which follows, filters and counts)."""
+    shifted and clipped (not filtered: random_affine, which follows, filters and counts).
+    The loader runs both as mosaic_affine.mosaic4_affine; this pair is its reference."""
     s2 = 2 * size
     xc, yc = (int(v) for v in rng.uniform(size * 0.5, size * 1.5, 2))
     canvas = np.full((s2, s2, 3), PAD_VALUE, dtype=np.uint8)
@@ -190,7 +197,8 @@ def mosaic4(images: list[np.ndarray], boxes: list[np.ndarray], size: int,
 
 def augment_hsv(img: np.ndarray, rng: np.random.Generator, hgain: float = 0.0, sgain: float = 0.0,
                 vgain: float = 0.0) -> np.ndarray:
-    """Random hue/saturation/value gains through lookup tables (in place, also returned)."""
+    """Random hue/saturation/value gains through lookup tables (in place, also returned). The loader
+    runs finish.hsv_to_rgb, which equals this followed by BGR -> RGB."""
     if not (hgain or sgain or vgain):
         return img
     r = rng.uniform(-1, 1, 3) * (hgain, sgain, vgain) + 1
@@ -208,14 +216,14 @@ def flip_lr(img: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     w = img.shape[1]
     boxes = boxes.copy()
     boxes[:, [1, 3]] = w - boxes[:, [3, 1]]
-    return np.ascontiguousarray(img[:, ::-1]), boxes
+    return cv2.flip(img, 1), boxes  # ~10x faster than numpy's copy of a reversed view
 
 
 def flip_ud(img: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     h = img.shape[0]
     boxes = boxes.copy()
     boxes[:, [2, 4]] = h - boxes[:, [4, 2]]
-    return np.ascontiguousarray(img[::-1]), boxes
+    return cv2.flip(img, 0), boxes
 
 
 def mixup(img: np.ndarray, boxes: np.ndarray, img2: np.ndarray, boxes2: np.ndarray,

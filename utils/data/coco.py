@@ -12,17 +12,20 @@ import math
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from utils.data.image_io import SWAPS_SIDES, exif_orientation, header_mode, shown_size, to_bgr8
 
 # box size = sqrt(w * h) in pixels, the same buckets the evaluation reports (AP_vt, AP_t, AP_s16, APm, APl)
 SIZE_EDGES = (8, 16, 32, 96)
 SIZE_LABELS = ("<8", "8-16", "16-32", "32-96", ">96")
 MAX_STORED_MESSAGES = 1000  # all problems are counted; only this many messages are kept
 # PIL modes whose decoding needs care: alpha is composited on grey, 16-bit/float scaled to 8 bits
-SPECIAL_MODES = ("RGBA", "LA", "PA", "RGBa", "La", "I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+SPECIAL_MODES = ("RGBA", "LA", "PA", "RGBa", "La", "I;16", "I;16B", "I;16L", "I;16N", "I", "F", "RGB;16", "RGBA;16")
 
 
 class DatasetError(ValueError):
@@ -109,6 +112,7 @@ class CocoSplit:
     ann_ids: list[np.ndarray]      # (n,) int64 annotation ids (for tracing a label back)
     convert: np.ndarray            # (N,) bool: alpha / 16-bit / float images, decoded by the slow path
     report: DatasetReport
+    orientation: np.ndarray | None = None  # (N,) EXIF orientation 1-8 (0: not read, check='none')
 
 
 def _read_json(path: Path) -> dict:
@@ -154,40 +158,48 @@ def read_categories(json_path: str | Path) -> tuple[list[str], list[int]]:
     return parse_categories(_read_json(Path(json_path)), json_path)
 
 
-def _probe_header(path: str) -> tuple[str, int, int, str]:
-    """(status, h, w, detail) from the file header only: fast enough for every image at start-up."""
+# (status, h, w, detail, EXIF orientation, note): h, w as the image is shown and read (orientation applied);
+# detail: the PIL mode, or why it is unreadable; note: what converting it to 8 bits lost ('' if nothing)
+Probe = tuple[str, int, int, str, int, str]
+
+
+def _probe_header(path: str, bit_depth: int | str = "auto") -> Probe:
+    """From the file header only: fast enough for every image at start-up."""
     from PIL import Image  # torchvision's dependency; reads the header without decoding pixels
     try:
         with Image.open(path) as im:
-            w, h = im.size
-            mode, fmt = im.mode, im.format
+            (w, h), orientation = shown_size(im), exif_orientation(im)
+            mode, fmt = header_mode(im), im.format
     except FileNotFoundError:
-        return "missing", 0, 0, ""
+        return "missing", 0, 0, "", 1, ""
     except Exception as e:  # PIL raises many types for corrupt files
-        return "unreadable", 0, 0, f"{type(e).__name__}: {e}"
+        return "unreadable", 0, 0, f"{type(e).__name__}: {e}", 1, ""
     if fmt == "JPEG":  # a truncated JPEG decodes with grey rows; the end marker tells
         with open(path, "rb") as f:
             f.seek(-2, 2)
             if f.read() != b"\xff\xd9":
-                return "truncated", h, w, mode
-    return "ok", h, w, mode
+                return "truncated", h, w, mode, orientation, ""
+    return "ok", h, w, mode, orientation, ""
 
 
-def _probe_decode(path: str) -> tuple[str, int, int, str]:
-    """(status, h, w, detail) by decoding the whole image (python -m utils.data.dataset --check full)."""
-    status, _, _, mode = _probe_header(path)
+def _probe_decode(path: str, bit_depth: int | str = "auto") -> Probe:
+    """By decoding the whole image as training will (python -m utils.data.dataset --check full): its shown
+    size, and for 16-bit/float images whether the conversion to 8 bits keeps the signal."""
+    status, _, _, mode, orientation, _ = _probe_header(path)
     if status in ("missing", "unreadable"):
-        return status, 0, 0, mode
+        return status, 0, 0, mode, 1, ""
     img = cv2.imread(path, cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
     if img is None:
-        return "unreadable", 0, 0, "cv2 could not decode it"
-    return status, img.shape[0], img.shape[1], mode
+        return "unreadable", 0, 0, "cv2 could not decode it", 1, ""
+    note = to_bgr8(img, bit_depth)[1] if mode in SPECIAL_MODES else ""
+    h, w = img.shape[:2]
+    return status, *((w, h) if orientation in SWAPS_SIDES else (h, w)), mode, orientation, note
 
 
-def _check_images(paths: list[str], check: str) -> list[tuple[str, int, int, str]]:
+def _check_images(paths: list[str], check: str, bit_depth: int | str = "auto") -> list[Probe]:
     if check == "none":
-        return [("ok", 0, 0, "RGB")] * len(paths)
-    probe = _probe_decode if check == "full" else _probe_header
+        return [("ok", 0, 0, "RGB", 0, "")] * len(paths)  # orientation 0: not read (read_image reads it)
+    probe = partial(_probe_decode if check == "full" else _probe_header, bit_depth=bit_depth)
     with ThreadPoolExecutor(8) as ex:  # I/O and cv2 decoding release the GIL
         return list(ex.map(probe, paths, chunksize=64))
 
@@ -202,9 +214,11 @@ def _int(v) -> bool:
 
 
 def load_coco(json_path: str | Path, img_dir: str | Path, names: list[str] | None = None, check: str = "header",
-              split: str = "") -> CocoSplit:
+              split: str = "", bit_depth: int | str = "auto") -> CocoSplit:
     """Read and validate a COCO detection json. check: 'header' (file headers), 'full' (decode every
-    image), 'none' (trust the json). Raises DatasetError when the split cannot be used."""
+    image, and check 16-bit/float ones convert to 8 bits by bit_depth without losing their contrast),
+    'none' (trust the json). Image sizes are as shown (EXIF orientation applied, utils/data/image_io.py).
+    Raises DatasetError when the split cannot be used."""
     json_path, img_dir = Path(json_path), Path(img_dir)
     rep = DatasetReport(str(json_path), str(img_dir), split)
     data = _read_json(json_path)
@@ -255,10 +269,10 @@ def load_coco(json_path: str | Path, img_dir: str | Path, names: list[str] | Non
     recs = [r for r in recs if r[0] not in ambiguous]
 
     # files on disk
-    probes = _check_images([r[2] for r in recs], check)
+    probes = _check_images([r[2] for r in recs], check, bit_depth)
     keep: dict[int, int] = {}   # image id -> row
-    rows_id, rows_file, rows_hw, rows_conv = [], [], [], []
-    for (iid, fname, path, jh, jw), (status, h, w, mode) in zip(recs, probes):
+    rows_id, rows_file, rows_hw, rows_conv, rows_orient = [], [], [], [], []
+    for (iid, fname, path, jh, jw), (status, h, w, mode, orientation, note) in zip(recs, probes):
         where = f"{json_path}: image id {iid} ({path})"
         if status == "missing":
             rep.add("missing image", f"{where}: file not found; skipped")
@@ -274,7 +288,15 @@ def load_coco(json_path: str | Path, img_dir: str | Path, names: list[str] | Non
                 rep.add("bad image record", f"{where}: no valid width/height in the json; skipped")
                 continue
         elif (jh, jw) != (h, w) and jh and jw:
-            rep.add("size mismatch", f"{where}: json says {jw}x{jh}, the file is {w}x{h}; the file's size is used")
+            if orientation in SWAPS_SIDES and (jh, jw) == (w, h):  # labelled on the stored, unrotated pixels?
+                rep.add("size mismatch", f"{where}: json says {jw}x{jh}, the size stored in the file, but its EXIF "
+                                         f"orientation {orientation} shows it as {w}x{h} (as viewers and labelling "
+                                         f"tools show it, and as it is read); the shown size is used")
+            else:
+                rep.add("size mismatch", f"{where}: json says {jw}x{jh}, the file is {w}x{h}; the file's size is used")
+        if note:
+            rep.add("signal lost in conversion", f"{where}: {note}; set bit_depth in the data YAML "
+                                                 f"(docs/bit_depth.md)")
         if mode != "RGB" and check != "none":
             rep.converted[mode] += 1  # grayscale, palette, CMYK: cv2 converts them; alpha/16-bit need care
         conv = mode in SPECIAL_MODES
@@ -283,6 +305,7 @@ def load_coco(json_path: str | Path, img_dir: str | Path, names: list[str] | Non
         rows_file.append(path)
         rows_hw.append((h, w))
         rows_conv.append(conv)
+        rows_orient.append(orientation)
 
     # annotations, grouped per kept image
     per_img: list[list[list[float]]] = [[] for _ in rows_id]
@@ -351,4 +374,5 @@ def load_coco(json_path: str | Path, img_dir: str | Path, names: list[str] | Non
         raise DatasetError(f"{json_path}: no usable images in {img_dir} ({kinds}){first}")
     return CocoSplit(str(json_path), str(img_dir), cat_names, cat_ids, np.asarray(rows_id, dtype=np.int64),
                      rows_file, np.asarray(rows_hw, dtype=np.int64).reshape(-1, 2), boxes,
-                     [np.asarray(x, dtype=np.int64) for x in per_ids], np.asarray(rows_conv, dtype=bool), rep)
+                     [np.asarray(x, dtype=np.int64) for x in per_ids], np.asarray(rows_conv, dtype=bool), rep,
+                     np.asarray(rows_orient, dtype=np.int64))

@@ -15,7 +15,7 @@ import logging
 import math
 import os
 import sys
-from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -23,8 +23,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, get_worker_info
 
 
-from utils.augment.transforms import (PAD_VALUE, augment_hsv, flip_lr, flip_ud, letterbox, mixup, mosaic4,
-                           random_affine, xyxy_to_cxcywh)
+from utils.augment.finish import hsv_to_rgb, stack_chw
+from utils.augment.mosaic_affine import mosaic4_affine
+from utils.augment.transforms import PAD_VALUE, flip_lr, flip_ud, letterbox, mixup, random_affine, xyxy_to_cxcywh
+from utils.data.cache import ImageCache, cache_mode, cache_root, file_identity
+from utils.data.malloc import keep_freed_memory
 from utils.data.coco import DatasetError, load_coco
 from utils.augment.copy_paste import copy_paste_small
 from utils.data.image_io import read_image
@@ -45,11 +48,14 @@ LOAD_RETRIES = 10  # training replaces an image that fails to decode by a random
 class CocoDataset(Dataset):
     """One split of a COCO data set, validated on construction (see `report`)."""
 
+    exact_warp = False  # True: mosaics warp bit for bit as mosaic4 + random_affine (slower; see load_mosaic)
+
     def __init__(self, json_path: str, img_dir: str, imgsz: int = 640, batch_size: int = 16, stride: int = 32,
-                 hyp: dict | None = None, augment: bool = False, rect: bool = False, cache: bool = False,
+                 hyp: dict | None = None, augment: bool = False, rect: bool = False, cache: bool | str = False,
                  names: list[str] | None = None, single_cls: bool = False, seed: int = 0, check: str = "header",
-                 split: str = "", verbose: bool = True):
-        coco = load_coco(json_path, img_dir, names=names, check=check, split=split)
+                 split: str = "", verbose: bool = True, bit_depth: int | str = "auto", rect_pad: float = 0.0,
+                 cache_dir: str | None = None):
+        coco = load_coco(json_path, img_dir, names=names, check=check, split=split, bit_depth=bit_depth)
         self.report = coco.report
         if verbose:
             LOG.info(self.report.summary())
@@ -57,6 +63,9 @@ class CocoDataset(Dataset):
         self.json_path, self.img_dir = coco.json_path, coco.img_dir
         self.files, self.image_ids, self.shapes = coco.files, coco.image_ids, coco.shapes
         self.boxes, self.ann_ids, self.special = coco.boxes, coco.ann_ids, coco.convert
+        # how read_image decodes (utils/data/image_io.py); orientation 0: not known, read_image reads it
+        self.orientation = coco.orientation if coco.orientation is not None else np.zeros(len(coco.files), np.int64)
+        self.bit_depth = bit_depth
         if imgsz % stride:
             raise ValueError(f"imgsz {imgsz} must be a multiple of the model stride {stride}")
         self.imgsz, self.stride, self.batch_size = int(imgsz), int(stride), int(batch_size)
@@ -72,13 +81,18 @@ class CocoDataset(Dataset):
         self.min_box_px = float(self.hyp.get("min_box_px", 1.0))
         self.rng = np.random.default_rng(seed)
         self.stats = torch.zeros((STAT_SLOTS, len(STAT_KEYS)), dtype=torch.int64).share_memory_()
+        self._stats_np = self.stats.numpy()  # the same shared memory: a numpy += costs ~1 us, torch's ~40
         self.batch_shapes = None
+        self.rect_pad = float(rect_pad)  # rect batch shapes grow by this many strides (YOLOv5's val.py: 0.5)
         self._bad: set[int] = set()  # indices that failed to decode in this process (warned once each)
         if rect:
             self._sort_for_rect()
-        self.ims: list[np.ndarray | None] = [None] * len(self.files)
-        if cache:
-            self.cache_images()
+        self.cache: ImageCache | None = None
+        if cache_mode(cache):
+            self.cache_images(cache_mode(cache), cache_dir)
+        elif verbose and self.tile_p and (self.shapes.max(1) > 2 * self.imgsz).any():
+            LOG.info(f"{self.json_path}: tiles decode their whole native image each time; --cache ram or "
+                     f"--cache disk decodes each image once (docs/loader.md)")
 
     def __len__(self) -> int:
         return len(self.files)
@@ -96,8 +110,7 @@ class CocoDataset(Dataset):
 
     def _count(self, kept: int, small: int, cut: int, unreadable: int = 0) -> None:
         info = get_worker_info()
-        row = self.stats[(info.id % (STAT_SLOTS - 1)) + 1 if info else 0]
-        row += torch.tensor((kept, small, cut, unreadable))
+        self._stats_np[(info.id % (STAT_SLOTS - 1)) + 1 if info else 0] += (kept, small, cut, unreadable)
 
     # ---- rectangular batches ----------------------------------------------------------------
     def _sort_for_rect(self) -> None:
@@ -108,6 +121,7 @@ class CocoDataset(Dataset):
         self.boxes = [self.boxes[i] for i in order]
         self.ann_ids = [self.ann_ids[i] for i in order]
         self.image_ids, self.shapes, self.special = self.image_ids[order], self.shapes[order], self.special[order]
+        self.orientation = self.orientation[order]
         ar = ar[order]
         nb = math.ceil(len(ar) / self.batch_size)
         shapes = np.ones((nb, 2))
@@ -117,26 +131,35 @@ class CocoDataset(Dataset):
                 shapes[b] = (a.max(), 1.0)
             elif a.min() > 1:  # all portrait
                 shapes[b] = (1.0, 1.0 / a.min())
-        self.batch_shapes = (np.ceil(shapes * self.imgsz / self.stride) * self.stride).astype(np.int64)
+        self.batch_shapes = (np.ceil(shapes * self.imgsz / self.stride + self.rect_pad) * self.stride).astype(np.int64)
 
     # ---- loading ----------------------------------------------------------------------------
     def _keep_native(self, i: int) -> bool:
         return self.tile_p > 0 and self.shapes[i].max() > self.imgsz
 
+    def _variant(self, i: int, native: bool) -> str:
+        """Names what _decode(i, native) makes, for the cache: native, or the training-size copy."""
+        h, w = self._resized_hw(i)
+        how = f"{int(self.special[i])}-{self.bit_depth}-{int(self.orientation[i])}"  # read_image's decode options
+        return f"native-{how}" if native else f"{h}x{w}-{'aug' if self.augment else 'eval'}-{how}"
+
     def _read(self, i: int, native: bool) -> np.ndarray:
         """Image i from the cache or disk: native resolution, or resized so the long side is imgsz."""
-        img = self.ims[i]
+        img = self.cache.get(i, self._variant(i, native)) if self.cache is not None else None
+        return img if img is not None else self._decode(i, native)
+
+    def _decode(self, i: int, native: bool) -> np.ndarray:
         h0, w0 = (int(v) for v in self.shapes[i])
-        if img is None:
-            r = self.imgsz / max(h0, w0)
-            reduce = 1 if native or self.special[i] else max([f for f in (1, 2, 4, 8) if f * r <= 1] or [1])
-            try:
-                img = read_image(self.files[i], bool(self.special[i]), reduce)
-            except OSError as e:
-                raise OSError(f"{self.json_path}: image id {self.image_ids[i]}: {e}") from None
-            if img.shape[:2] != (h0, w0) and reduce == 1:
-                raise OSError(f"{self.files[i]}: decoded as {img.shape[1]}x{img.shape[0]} but validated as "
-                              f"{w0}x{h0} (file changed since the dataset was loaded?)")
+        r = self.imgsz / max(h0, w0)
+        reduce = 1 if native or self.special[i] else max([f for f in (1, 2, 4, 8) if f * r <= 1] or [1])
+        try:
+            img = read_image(self.files[i], bool(self.special[i]), reduce, int(self.orientation[i]) or None,
+                             self.bit_depth)
+        except OSError as e:
+            raise OSError(f"{self.json_path}: image id {self.image_ids[i]}: {e}") from None
+        if img.shape[:2] != (h0, w0) and reduce == 1:
+            raise OSError(f"{self.files[i]}: decoded as {img.shape[1]}x{img.shape[0]} but validated as "
+                          f"{w0}x{h0} (file changed since the dataset was loaded?)")
         if native or img.shape[:2] == self._resized_hw(i):
             return img
         interp = cv2.INTER_LINEAR if self.augment or img.shape[0] < self._resized_hw(i)[0] else cv2.INTER_AREA
@@ -148,13 +171,19 @@ class CocoDataset(Dataset):
         r = self.imgsz / max(h0, w0)
         return max(int(round(h0 * r)), 1), max(int(round(w0 * r)), 1)
 
-    def cache_images(self) -> None:
-        """Decode every image into RAM once (resized, or native where tiles are cut from it)."""
-        def load(i: int) -> np.ndarray:
-            return self._read(i, self._keep_native(i))
-        with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as ex:
-            self.ims = list(ex.map(load, range(len(self))))
-        LOG.info(f"{self.json_path}: cached {len(self)} images, {sum(im.nbytes for im in self.ims) / 1e9:.2f} GB")
+    def cache_images(self, mode: str = "ram", folder: str | None = None) -> None:
+        """Decode every image once (utils/data/cache.py): the training-size copy, and the native
+        one where tiles are cut from it. mode ram or disk (folder: default cache_root())."""
+        items, nbytes = [], 0
+        for i in range(len(self)):
+            ident = file_identity(self.files[i]) if os.path.exists(self.files[i]) else self.files[i]
+            for native in (False, True) if self._keep_native(i) else (False,):
+                v = self._variant(i, native)
+                items.append((i, v, ident))
+                nbytes += 3 * (int(np.prod(self.shapes[i])) if native else int(np.prod(self._resized_hw(i))))
+        cache = ImageCache(mode, Path(folder) if folder else cache_root() / "images")
+        cache.fill(items, lambda i, v: self._decode(i, v.startswith("native")), nbytes, str(self.json_path))
+        self.cache = cache
 
     def load_item(self, i: int, tile: bool | None = None) -> tuple[np.ndarray, np.ndarray, tuple, tuple]:
         """Image i either resized (long side imgsz) or, when tiling, an imgsz crop at native
@@ -188,10 +217,17 @@ class CocoDataset(Dataset):
         return img, boxes
 
     def load_mosaic(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """mosaic4 + random_affine in one pass (utils/augment/mosaic_affine.py); exact_warp keeps
+        warpAffine's pixels bit for bit, else an axis-aligned warp runs as a ~5x faster resize."""
         idx = [i, *self.rng.integers(0, len(self), 3)]
         parts = [self.load_item(int(j)) for j in idx]
-        img, boxes = mosaic4([p[0] for p in parts], [p[1] for p in parts], self.imgsz, self.rng)
-        return self._affine(img, boxes, self.imgsz)
+        h = self.hyp
+        img, boxes, (small, cut) = mosaic4_affine(
+            [p[0] for p in parts], [p[1] for p in parts], self.imgsz, self.rng, degrees=h.get("degrees", 0.0),
+            translate=h.get("translate", 0.0), scale=h.get("scale", 0.0), shear=h.get("shear", 0.0),
+            perspective=h.get("perspective", 0.0), min_box_px=self.min_box_px, exact=self.exact_warp)
+        self._count(0, small, cut)
+        return img, boxes
 
     def __getitem__(self, index: int):
         """Item `index`. An image that passed the header check but fails to decode now (corrupt
@@ -253,19 +289,24 @@ class CocoDataset(Dataset):
         if self.augment:
             if hyp.get("copy_paste", 0) and rng.random() < hyp["copy_paste"]:
                 donor, dboxes, _, _ = self.load_item(int(rng.integers(len(self))))
+                if not img.flags.writeable:  # still the cached image itself (read-only): paste into a copy
+                    img = img.copy()
                 img, boxes = copy_paste_small(img, boxes, donor, dboxes, rng, min_box_px=self.min_box_px)
-            augment_hsv(img, rng, hyp.get("hsv_h", 0.0), hyp.get("hsv_s", 0.0), hyp.get("hsv_v", 0.0))
+            img = hsv_to_rgb(img, rng, hyp.get("hsv_h", 0.0), hyp.get("hsv_s", 0.0), hyp.get("hsv_v", 0.0))
             if hyp.get("fliplr", 0) and rng.random() < hyp["fliplr"]:
                 img, boxes = flip_lr(img, boxes)
             if hyp.get("flipud", 0) and rng.random() < hyp["flipud"]:
                 img, boxes = flip_ud(img, boxes)
             self._count(len(boxes), 0, 0)
+        else:
+            img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
         labels = xyxy_to_cxcywh(boxes.reshape(-1, 5))
         if self.single_cls:
             labels[:, 0] = 0
-        img = np.ascontiguousarray(img[..., ::-1].transpose(2, 0, 1))  # BGR HWC -> RGB CHW
         meta = {"image_id": int(self.image_ids[i]), "orig_shape": (h0, w0), "ratio": ratio, "pad": pad}
-        return torch.from_numpy(img), torch.from_numpy(labels), self.files[i], meta
+        # (3, H, W) as a view of the HWC pixels: collate_fn writes the planes into the batch in one pass
+        img = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)
+        return img, torch.from_numpy(labels), self.files[i], meta
 
 
 def collate_fn(batch: list) -> tuple[torch.Tensor, torch.Tensor, tuple, tuple]:
@@ -273,7 +314,7 @@ def collate_fn(batch: list) -> tuple[torch.Tensor, torch.Tensor, tuple, tuple]:
     imgs, labels, paths, metas = zip(*batch)
     targets = torch.cat([torch.cat((torch.full((len(lb), 1), float(b)), lb.float()), 1)
                          for b, lb in enumerate(labels)]) if labels else torch.zeros((0, 6))
-    return torch.stack(imgs), targets.reshape(-1, 6), paths, metas
+    return stack_chw(imgs, shared=get_worker_info() is not None), targets.reshape(-1, 6), paths, metas
 
 
 def _worker_init(worker_id: int) -> None:
@@ -281,22 +322,28 @@ def _worker_init(worker_id: int) -> None:
     comes from the loader's seeded generator, so a run is reproducible for a given seed."""
     info = get_worker_info()
     info.dataset.rng = np.random.default_rng(torch.initial_seed() % 2**63)
+    keep_freed_memory()  # a worker only makes samples: reuse their buffers rather than page-fault them again
 
 
 def create_dataloader(split: dict, imgsz: int, batch_size: int, stride: int = 32, hyp: dict | None = None,
-                      augment: bool = False, rect: bool = False, cache: bool = False, workers: int = 0,
+                      augment: bool = False, rect: bool = False, cache: bool | str = False, workers: int = 0,
                       shuffle: bool = False, seed: int = 0, rank: int = -1, names: list[str] | None = None,
-                      single_cls: bool = False, check: str = "header") -> tuple[DataLoader, CocoDataset]:
+                      single_cls: bool = False, check: str = "header", rect_pad: float = 0.0,
+                      cache_dir: str | None = None) -> tuple[DataLoader, CocoDataset]:
     """split: {'json': path, 'images': folder[, 'name']} (one entry of load_data_config).
+    cache: False, 'ram' (or True) or 'disk' (in cache_dir, default utils.data.cache.cache_root()).
     Under DDP (rank >= 0) a DistributedSampler splits the data; call loader.sampler.set_epoch."""
     if rect and shuffle:
         LOG.warning("create_dataloader: rect=True keeps images sorted by aspect ratio; shuffle ignored")
         shuffle = False
     dataset = CocoDataset(split["json"], split["images"], imgsz, batch_size, stride, hyp, augment, rect, cache,
                           names, single_cls, seed + max(rank, 0), check, split.get("name", ""),
-                          verbose=rank in (-1, 0))
+                          verbose=rank in (-1, 0), bit_depth=split.get("bit_depth", "auto"), rect_pad=rect_pad,
+                          cache_dir=cache_dir)
     sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed) if rank != -1 else None
     nw = max(min(workers, os.cpu_count() or 1, len(dataset)), 0)
+    if augment and nw == 0:  # this process makes the training samples itself (see utils/data/malloc.py)
+        keep_freed_memory()
     gen = torch.Generator()
     gen.manual_seed(seed + 1000 * max(rank, 0))
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
@@ -327,11 +374,14 @@ def main(argv: list[str] | None = None) -> int:
         if split not in data:
             continue
         try:
-            s = _load(data[split]["json"], data[split]["images"], names=data["names"], check=opt.check, split=split)
+            s = _load(data[split]["json"], data[split]["images"], names=data["names"], check=opt.check, split=split,
+                      bit_depth=data[split].get("bit_depth", "auto"))
         except DatasetError as e:
             print(f"{split}: UNUSABLE: {e}")
             bad += 1
             continue
+        for msg in data[split].get("notes", ()):  # a converted split (YOLO or a set's own format): what it skipped
+            s.report.add("noted in conversion", msg)
         sides = None
         if opt.imgsz:
             gain = opt.imgsz / s.shapes.max(1)

@@ -41,7 +41,7 @@ OVERLAP_MIN, OVERLAP_MAX, OVERLAP_STEP = 0.1, 0.5, 0.1
 EDGES = (8, 16, 32)  # the shares printed: boxes under 8 / 16 / 32 px
 DFL_COVER, DFL_STEP = 99, 0.05  # percentile of box edges the finest level must reach; bin width step
 DFL_MIN_REACH = 2.0  # cells: a tiny box widened by STAL to twice the finest stride
-# the P2-P5 model that beat yolov5nu at its compute on both shared sets (README, Small objects)
+# the P2-P5 model that beat yolov5nu at its compute on both shared sets (docs/small-objects.md)
 P2_ADVICE = "--cfg yolov5n-p2-dfl.yaml --reg-max 4"
 
 
@@ -78,13 +78,17 @@ def _pos(v: Any) -> bool:
 
 
 def _header_hw(img_dir: str | Path | None, name: Any) -> tuple[int, int] | None:
-    """(h, w) from the image file's header (PIL reads no pixels), for json records without a size."""
+    """(h, w) from the image file's header (PIL reads no pixels), as shown (EXIF orientation applied), for
+    json records without a size."""
     if img_dir is None or not isinstance(name, str):
         return None
     from PIL import Image
+
+    from utils.data.image_io import shown_size
     try:
         with Image.open(Path(img_dir) / name) as im:
-            return im.size[1], im.size[0]
+            w, h = shown_size(im)
+            return h, w
     except Exception:  # missing or unreadable: the dataset check reports it; the recipe skips it
         return None
 

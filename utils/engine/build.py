@@ -16,18 +16,17 @@ import yaml
 from models.head import BIN_WIDTH
 from models.yolo import Model, head_reads
 from utils.engine.checkpoint import model_from_checkpoint, read_checkpoint
+from utils.engine.freeze import freeze
+from utils.engine.transfer import transfer
 from utils.config import TrainConfig, repo_path
 from utils.logger import LOG
 
 def build_model(opt: TrainConfig | argparse.Namespace, nc: int, names: list[str], cat_ids: list[int]) -> Model:
     if opt.weights:
-        ck = read_checkpoint(opt.weights)
+        ck = read_checkpoint(opt.weights)  # ours, or a converted YOLOv5 / Ultralytics one
         src = model_from_checkpoint(ck, "model", opt.weights)
         model = Model(repo_path(opt.cfg) if opt.cfg else ck["model_yaml"], nc=nc, reg_max=opt.reg_max)
-        mine = model.state_dict()
-        fit = {k: v for k, v in src.state_dict().items() if k in mine and v.shape == mine[k].shape}
-        model.load_state_dict(fit, strict=False)
-        LOG.info(f"Transferred {len(fit)}/{len(mine)} tensors from {opt.weights}")
+        LOG.info(transfer(model, src).summary(opt.weights))
         if model.detect.anchor_free and src.detect.anchor_free:  # its box bins learned that width
             apply_bin_width(model, src.detect.bin_width, f"--weights {opt.weights}", opt.cfg)
     else:
@@ -36,11 +35,7 @@ def build_model(opt: TrainConfig | argparse.Namespace, nc: int, names: list[str]
         model.yaml["assigner"] = opt.assigner
     model.names, model.cat_ids = list(names), list(cat_ids)
     if opt.freeze:
-        for i, layer in enumerate(model.model):
-            if i < opt.freeze:
-                for p in layer.parameters():
-                    p.requires_grad_(False)
-        LOG.info(f"Froze layers 0-{opt.freeze - 1}")
+        LOG.info(freeze(model, opt.freeze))
     return model
 
 
@@ -92,6 +87,7 @@ def build_run(opt: TrainConfig, data: dict, device: torch.device, rank: int, wor
     from utils.data.dataset import create_dataloader
     from utils.loss import build_loss
     from utils.paths import increment_path
+    from utils.run_lock import RunLock, claim_run_dir
     from utils.engine.trainer import Trainer
 
     main_proc = rank in (-1, 0)
@@ -117,7 +113,13 @@ def build_run(opt: TrainConfig, data: dict, device: torch.device, rank: int, wor
             data["val"], opt.imgsz, per_proc_batch * 2, gs, hyp=hyp, augment=False, rect=True,
             cache=opt.cache, workers=opt.workers, shuffle=False, rank=-1, names=data["names"])
     # the run folder only once model, data and settings have passed their checks: a bad input leaves nothing
-    save_dir = Path(getattr(opt, "save_dir", "") or increment_path(Path(opt.project) / opt.name, opt.exist_ok))
+    lock = None
+    if main_proc:  # one writer per run folder (utils/run_lock.py): a resumed one is held too
+        resumed = getattr(opt, "save_dir", "")
+        save_dir, lock = ((Path(resumed), RunLock(resumed)) if resumed
+                          else claim_run_dir(Path(opt.project) / opt.name, opt.exist_ok))
+    else:
+        save_dir = Path(getattr(opt, "save_dir", "") or increment_path(Path(opt.project) / opt.name, opt.exist_ok))
     opt.save_dir = str(save_dir)
     if main_proc:
         (save_dir / "weights").mkdir(parents=True, exist_ok=True)
@@ -163,5 +165,6 @@ def build_run(opt: TrainConfig, data: dict, device: torch.device, rank: int, wor
 
     trainer = Trainer(model, loss_fn, train_loader, val_fn, hyp, opt.as_dict(), save_dir, device,
                       rank=rank, world=world, ckpt=ckpt)
+    trainer.run_lock = lock  # train.py releases it when the run, final evaluation included, is over
     return trainer, finish
 

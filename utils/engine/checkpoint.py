@@ -2,14 +2,19 @@
 from __future__ import annotations
 
 import os
+import pickle
 import re
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from models.yolo import Model
+
+
+STALE_TMP_S = 3600  # a checkpoint temp file not written to for this long has no live writer
 
 
 class CheckpointError(RuntimeError):
@@ -31,11 +36,17 @@ def save_checkpoint(ckpt: dict[str, Any], path: str | Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    # temp files of earlier writes of this path that a kill -9 left behind: only mkstemp's own names
+    # temp files of earlier writes of this path that a kill -9 left behind: only mkstemp's own names, and only
+    # those untouched for STALE_TMP_S (a live writer, e.g. another process saving into this folder, keeps
+    # its file's mtime fresh as it writes; removing it made that writer's rename fail)
     ours = re.compile(re.escape(path.name) + r"\.[a-z0-9_]{8}\.tmp")
+    now = time.time()
     for stale in path.parent.glob(path.name + ".*.tmp"):
-        if ours.fullmatch(stale.name):
-            stale.unlink(missing_ok=True)
+        try:
+            if ours.fullmatch(stale.name) and now - stale.stat().st_mtime > STALE_TMP_S:
+                stale.unlink(missing_ok=True)
+        except FileNotFoundError:  # its writer renamed or removed it meanwhile
+            pass
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -45,11 +56,28 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"{path}: weights file not found")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:  # pickled classes: maybe ultralytics/yolov5's or Ultralytics' (never run)
+        return _read_foreign(path)
     except Exception as e:  # torch raises many types for truncated/garbage files
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {first})") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "model_yaml" not in ckpt:
         raise CheckpointError(f"{path}: not a smalldet checkpoint (needs 'model' and 'model_yaml')")
+    return ckpt
+
+
+def _read_foreign(path: Path) -> dict[str, Any]:
+    """A checkpoint written by ultralytics/yolov5 or the Ultralytics package, converted (utils/engine/foreign.py)."""
+    from utils.engine.foreign import ForeignCheckpointError, load_foreign
+    from utils.logger import LOG
+
+    try:
+        ckpt = load_foreign(path)
+    except ForeignCheckpointError as e:
+        raise CheckpointError(str(e)) from None
+    src = ckpt["converted_from"]
+    LOG.info(f"{path}: written by {src['code']}, read as {src['config']} scale {src['scale']} "
+             f"(nc={len(ckpt['names'])}); `python -m utils.engine.convert` saves it as ours")
     return ckpt
 
 

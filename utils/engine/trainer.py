@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from utils.engine.checkpoint import checkpoint_yaml, save_checkpoint
+from utils.engine.checkpoint import checkpoint_yaml, read_checkpoint, save_checkpoint
 from utils.logger import LOG, RunLogger
 from utils.engine.optim import accumulation_at, apply_lr, build_optimizer, lr_lambda, warmup_iterations
 from utils.torch_utils import ModelEMA, rng_state, set_rng_state, unwrap
@@ -60,9 +60,15 @@ class Trainer:
         # checkpointed with the weights so that a resumed run goes on exactly as an uninterrupted one
         self.last_opt_step, self.best_epoch = -1, -1
         self.logger = RunLogger(self.save_dir, enabled=self.main)
-        if not ckpt and self.main:  # a new run in a reused folder (--exist-ok): epochs 0, 1, not 0, 1, 0, 1
+        # a new run in a reused folder (--exist-ok): epochs 0, 1, not 0, 1, 0, 1. Only ever under the run
+        # folder's lock (build_run): a live run's results.csv is never removed
+        if not ckpt and self.main:
             self.logger.csv.unlink(missing_ok=True)
         self.stop_signal: int | None = None
+        # "pending" in the checkpoints written once training is over: until train.py marks it "done",
+        # --resume runs the final evaluation (a Ctrl-C may have stopped it)
+        self.final_eval: str | None = None
+        self.run_lock = None  # build_run's lock on the run folder (utils/run_lock.py)
         if ckpt:
             self._restore(ckpt)
 
@@ -92,7 +98,9 @@ class Trainer:
             if rng.get("dataset") is not None and isinstance(getattr(ds, "rng", None), np.random.Generator):
                 ds.rng.bit_generator.state = rng["dataset"]
         self.logger.truncate_after(ckpt["epoch"])
-        LOG.info(f"Resuming from epoch {self.start_epoch} of {self.epochs} in {self.save_dir}")
+        self.final_eval = ckpt.get("final_eval")
+        if self.final_eval != "pending":  # else train.py says that only the final evaluation runs
+            LOG.info(f"Resuming from epoch {self.start_epoch} of {self.epochs} in {self.save_dir}")
 
     def _rng_state(self) -> dict[str, Any]:
         gen = getattr(self.train_loader, "generator", None)
@@ -120,6 +128,7 @@ class Trainer:
             "imgsz": self.opt["imgsz"], "hyp": dict(self.hyp),
             "opt": {k: v for k, v in self.opt.items() if isinstance(v, (int, float, str, bool, list, type(None)))},
             "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "final_eval": self.final_eval,
         }
 
     def save(self, epoch: int, fitness: float | None) -> None:
@@ -171,6 +180,8 @@ class Trainer:
         patience = self.opt.get("patience", 100) or math.inf
         bad_steps, metrics = 0, {}
         for epoch in range(self.start_epoch, self.epochs):
+            if self._should_stop():  # a signal during the previous epoch's validation: that epoch is saved
+                return self._interrupted(epoch)
             self.model.train()
             self._close_mosaic(epoch)
             if hasattr(self.loss_fn, "set_epoch"):  # epoch-dependent losses (DFLLoss's atss warm-up); resume-safe
@@ -225,14 +236,13 @@ class Trainer:
             if self._should_stop():
                 # the interrupted epoch is not saved: last.pt keeps the end of the previous one (with
                 # its random states), and resume repeats this epoch exactly as it would have run
-                if self.main:
-                    LOG.info(f"Interrupted: {self.wdir / 'last.pt'} holds epoch {epoch - 1}; continue with "
-                             f"python train.py --resume {self.save_dir}")
-                return {"interrupted": True, "signal": self.stop_signal, "save_dir": str(self.save_dir)}
+                return self._interrupted(epoch)
             stop = False
             if self.main:
                 self.ema.update_attr(self.model)
                 final = epoch + 1 == self.epochs
+                if final:
+                    self.final_eval = "pending"
                 if self.opt.get("noval") and not final:  # --noval: only the last epoch is scored
                     metrics, fitness = {}, None
                 else:
@@ -250,17 +260,35 @@ class Trainer:
                 self.logger.log_epoch(epoch, row)
                 if fitness is not None and fitness >= self.best_fitness:
                     self.best_fitness, self.best_epoch = fitness, epoch
-                self.save(epoch, fitness)
                 if fitness is not None and epoch - self.best_epoch >= patience:
                     LOG.info(f"Early stop: no improvement for {patience} epochs (best {self.best_epoch}).")
-                    stop = True
+                    stop, self.final_eval = True, "pending"
+                self.save(epoch, fitness)
             if self.world > 1:
                 flag = [stop]
                 dist.broadcast_object_list(flag, 0)
                 stop = flag[0]
             if stop:
                 break
+        if self._should_stop():  # during the last validation: training is complete, the final evaluation is not
+            if self.main:
+                LOG.info(f"Interrupted: training is complete in {self.wdir / 'last.pt'}; run the final evaluation "
+                         f"with python train.py --resume {self.save_dir}")
+            return {"interrupted": True, "signal": self.stop_signal, "save_dir": str(self.save_dir)}
         return {"interrupted": False, "metrics": metrics, "save_dir": str(self.save_dir)}
+
+    def _interrupted(self, epoch: int) -> dict[str, Any]:
+        if self.main:
+            LOG.info(f"Interrupted: {self.wdir / 'last.pt'} holds epoch {epoch - 1}; continue with "
+                     f"python train.py --resume {self.save_dir}")
+        return {"interrupted": True, "signal": self.stop_signal, "save_dir": str(self.save_dir)}
+
+    def mark_final_eval_done(self) -> None:
+        """After train.py's final evaluation: last.pt says so, and --resume has nothing left to do."""
+        last = self.wdir / "last.pt"
+        ckpt = read_checkpoint(last)
+        ckpt["final_eval"] = "done"
+        save_checkpoint(ckpt, last)
 
     def preprocess(self, imgs: torch.Tensor) -> torch.Tensor:
         """uint8 NCHW batch -> float 0-1 on the device, channels-last like the model's weights."""

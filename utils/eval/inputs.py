@@ -57,7 +57,7 @@ def read_orig(dataset: Any, path: str, meta: dict) -> Any:
     if not p.is_file() and getattr(dataset, "img_dir", None):
         p = Path(dataset.img_dir) / p
     try:  # special=True: grey, RGBA and 16-bit files convert exactly as in training
-        img = read_image(str(p), special=True)
+        img = read_image(str(p), special=True, bit_depth=getattr(dataset, "bit_depth", "auto"))
     except OSError:
         raise ValueError(f"{p}: image id {meta.get('image_id')} could not be read for --slice evaluation") from None
     if tuple(img.shape[:2]) != tuple(int(v) for v in meta["orig_shape"]):

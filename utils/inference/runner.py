@@ -24,7 +24,8 @@ from utils.inference.slicing import MERGE_MODES, sliced_predict
 from utils.inference.sources import SourceReader
 from utils.inference.writer import DetectionWriter
 from utils.logger import LOG
-from utils.paths import increment_path
+from utils.data.config import parse_bit_depth
+from utils.run_lock import claim_run_dir
 from utils.torch_utils import select_device
 
 
@@ -43,7 +44,7 @@ def run_detection(weights: str | Path, source: str | int | Path, imgsz: int = 64
                   project: str | Path = "runs/detect", name: str = "exp", exist_ok: bool = False,
                   half: bool = False, slice: int | str = 0, overlap: float = 0.2, slice_batch: int = 4,
                   slice_full: bool = False, slice_merge: str = "nms", keep_results: bool = True,
-                  verbose: bool = True) -> list[FrameResult]:
+                  verbose: bool = True, bit_depth: int | str = "auto") -> list[FrameResult]:
     """Detect on every frame of source and write the outputs as it goes (see the module doc).
     Raises SourceError (a ValueError) for a missing source or unreadable video, CheckpointError for bad weights.
     Returns the per-frame detections (empty list when keep_results is False, e.g. for webcams).
@@ -57,13 +58,14 @@ def run_detection(weights: str | Path, source: str | int | Path, imgsz: int = 64
     if half and dev.type != "cuda":
         LOG.warning("WARNING --half needs CUDA; running in fp32 on CPU")
         half = False
-    reader = SourceReader(source, vid_stride)  # a missing source or bad video fails here, before any work
+    # a missing source, a bad video or a bad --bit-depth fails here, before any work
+    reader = SourceReader(source, vid_stride, parse_bit_depth(bit_depth, "--bit-depth"))
     model = load_model(weights, dev, fuse=True)
     imgsz = check_imgsz(imgsz, model_stride(model))
     if auto and verbose:
         LOG.info(f"--slice auto: frames with a long side over {LARGE * imgsz:.0f} px ({LARGE}x --imgsz {imgsz}) run "
                  f"in {imgsz} px windows, overlap {overlap}; smaller ones whole")
-    save_dir = increment_path(Path(project) / name, exist_ok, mkdir=True)
+    save_dir, lock = claim_run_dir(Path(project) / name, exist_ok)  # one writer per folder
     writer = DetectionWriter(save_dir, model.names, model.cat_ids, save_img=not nosave, save_txt=save_txt,
                              save_json=save_json, save_crop=save_crop, line_thickness=line_thickness,
                              hide_labels=hide_labels, hide_conf=hide_conf, vid_stride=vid_stride)
@@ -101,6 +103,7 @@ def run_detection(weights: str | Path, source: str | int | Path, imgsz: int = 64
         bar.close()
         frames.close()
         writer.close()
+        lock.release()
     if reader.skipped:
         LOG.warning(f"WARNING {len(reader.skipped)} unreadable image(s) skipped: {', '.join(reader.skipped[:5])}"
                     f"{' ...' if len(reader.skipped) > 5 else ''}")

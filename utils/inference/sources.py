@@ -136,7 +136,8 @@ class SourceReader:
     `total` is the number of frames to expect (None for a live stream) for the progress bar;
     `skipped` lists the images that could not be decoded. Single use: iterate once."""
 
-    def __init__(self, source: str | int | Path, vid_stride: int = 1):
+    def __init__(self, source: str | int | Path, vid_stride: int = 1, bit_depth: int | str = "auto"):
+        self.bit_depth = bit_depth  # 16-bit / float images: how they become 8 bits (utils/data/image_io.py)
         if int(vid_stride) < 1:
             raise SourceError(f"--vid-stride must be >= 1, got {vid_stride}")
         self.vid_stride = int(vid_stride)
@@ -159,7 +160,7 @@ class SourceReader:
                 yield from self._frames(f, "video")
                 continue
             try:  # special=True: grey, RGBA and 16-bit files convert exactly as in training
-                img = read_image(f, special=True)
+                img = read_image(f, special=True, bit_depth=self.bit_depth)
             except OSError:
                 LOG.warning(f"WARNING {f}: image could not be read (corrupt or unsupported), skipped")
                 self.skipped.append(f)

@@ -62,11 +62,14 @@ def list_images(folder: str | Path) -> list[Path]:
 
 
 def image_size(path: Path) -> tuple[int, int]:
-    """(width, height) from the file header; raises ConvertError naming the file."""
+    """(width, height) from the file header, as shown (EXIF orientation applied, as training reads it);
+    raises ConvertError naming the file."""
     from PIL import Image  # reads the header only
+
+    from utils.data.image_io import shown_size
     try:
         with Image.open(path) as im:
-            return im.size
+            return shown_size(im)
     except Exception as e:  # PIL raises many types for corrupt files
         raise ConvertError(f"{path}: cannot read image size ({type(e).__name__}: {e})") from None
 
@@ -107,3 +110,36 @@ def write_json(doc: dict, out: str | Path) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return out
+
+
+def images_by_stem(folder: str | Path, probs: Problems) -> dict[str, Path]:
+    """Image files under folder keyed by their path relative to it without the suffix ('sub/0001');
+    two images with one key (a.jpg and a.png) are a problem, since a label file could mean either."""
+    out: dict[str, Path] = {}
+    root = Path(folder)
+    for p in list_images(root):
+        key = p.relative_to(root).with_suffix("").as_posix()
+        if key in out:
+            probs.add(f"{p}: same name as {out[key]}; a label file {key}.* could mean either")
+        out[key] = p
+    return out
+
+
+def label_files(folder: str | Path, suffix: str) -> list[Path]:
+    """Label files under folder (recursively), sorted; ConvertError if there are none."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise ConvertError(f"label folder {root} not found")
+    files = sorted(p for p in root.rglob(f"*{suffix}") if p.is_file())
+    if not files:
+        raise ConvertError(f"no {suffix} files under {root}")
+    return files
+
+
+def read_lines(path: Path, probs: Problems) -> list[str]:
+    """A label file's lines; an unreadable file (permissions, not UTF-8) is a problem naming it."""
+    try:
+        return path.read_text(encoding="utf-8-sig").splitlines()  # -sig: a BOM some editors add is not data
+    except (OSError, UnicodeDecodeError) as e:
+        probs.add(f"{path}: cannot read ({type(e).__name__}: {e})")
+        return []

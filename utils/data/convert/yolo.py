@@ -1,7 +1,8 @@
 """YOLO txt labels <-> COCO json.
 
 A YOLO label file `labels/<image path relative to images/>.txt` has one line per box,
-`class cx cy w h`, the four numbers normalised to 0..1 by the image width and height. An image
+`class cx cy w h`, the four numbers normalised to 0..1 by the image width and height, or per
+segment `class x1 y1 x2 y2 x3 y3 ...` (normalised too), which becomes its enclosing box. An image
 without a label file (or with an empty one) is a negative. COCO category ids are class + 1.
 """
 from __future__ import annotations
@@ -36,9 +37,9 @@ def _relative(name) -> bool:
 def _parse_line(line: str, nc: int) -> tuple[int, list[float]] | str:
     """(class, [cx, cy, w, h]) or a description of what is wrong."""
     cols = line.split()
-    if len(cols) != 5:
-        extra = " (segmentation polygons are not supported)" if len(cols) > 5 else ""
-        return f"expected 5 values 'class cx cy w h', got {len(cols)}{extra}"
+    polygon = len(cols) >= 7 and len(cols) % 2 == 1  # class x1 y1 x2 y2 x3 y3 ... (a segment, YOLOv5 -seg)
+    if len(cols) != 5 and not polygon:
+        return f"expected 5 values 'class cx cy w h' or a polygon 'class x1 y1 x2 y2 x3 y3 ...', got {len(cols)}"
     try:
         vals = [float(c) for c in cols]
     except ValueError:
@@ -46,12 +47,42 @@ def _parse_line(line: str, nc: int) -> tuple[int, list[float]] | str:
     cls = vals[0]
     if not cls.is_integer() or not 0 <= cls < nc:
         return f"class {cols[0]} is not an integer in 0..{nc - 1}"
-    box = vals[1:]
-    if not all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in box):
-        return f"cx cy w h {cols[1:]} must be normalised to 0..1"
+    if not all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in vals[1:]):
+        return f"{'polygon x y' if polygon else 'cx cy w h'} {cols[1:]} must be normalised to 0..1"
+    if polygon:  # its enclosing box, as YOLOv5 trains detection on segment labels
+        xs, ys = vals[1::2], vals[2::2]
+        box = [(min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2, max(xs) - min(xs), max(ys) - min(ys)]
+    else:
+        box = vals[1:]
     if box[2] <= 0 or box[3] <= 0:
-        return f"zero width or height {cols[3:]}"
+        return f"polygon {cols[1:]} has zero width or height" if polygon else f"zero width or height {cols[3:]}"
     return int(cls), box
+
+
+def read_label_file(lab: Path, nc: int, probs: Problems) -> list[tuple[int, list[float]]]:
+    """(class, [cx, cy, w, h]) of each good line of one label file; each bad line is added to
+    probs as '<file> line <n>: <what is wrong>'."""
+    try:
+        text = lab.read_text(encoding="utf-8-sig")  # -sig: a BOM some editors add is not data
+    except (OSError, UnicodeDecodeError) as e:
+        probs.add(f"{lab}: cannot read label file ({type(e).__name__}: {e})")
+        return []
+    out = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        got = _parse_line(line, nc)
+        if isinstance(got, str):
+            probs.add(f"{lab} line {n}: {got}")
+        else:
+            out.append(got)
+    return out
+
+
+def add_label_file(build: CocoBuilder, image_id: int, w: int, h: int, lab: Path, probs: Problems) -> None:
+    """Add the boxes of label file `lab` to image `image_id` (w x h px) in pixels."""
+    for cls, (cx, cy, bw, bh) in read_label_file(lab, len(build.names), probs):
+        build.add_box(image_id, cls, (cx - bw / 2) * w, (cy - bh / 2) * h, bw * w, bh * h)
 
 
 def yolo_to_coco(images: str | Path, labels: str | Path, names: list[str]) -> dict:
@@ -76,17 +107,8 @@ def yolo_to_coco(images: str | Path, labels: str | Path, names: list[str]) -> di
             probs.add(str(e))
             continue
         image_id = build.add_image(rel.as_posix(), w, h)
-        if not lab.is_file():
-            continue  # a negative image
-        for n, line in enumerate(lab.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            got = _parse_line(line, len(names))
-            if isinstance(got, str):
-                probs.add(f"{lab} line {n}: {got}")
-                continue
-            cls, (cx, cy, bw, bh) = got
-            build.add_box(image_id, cls, (cx - bw / 2) * w, (cy - bh / 2) * h, bw * w, bh * h)
+        if lab.is_file():  # else a negative image
+            add_label_file(build, image_id, w, h, lab, probs)
     for lab in sorted(labels.rglob("*.txt")):
         if lab not in used and lab != labels / CLASSES_FILE:
             probs.add(f"{lab}: no image for this label file under {images}")
