@@ -21,6 +21,7 @@ from typing import Any
 from utils.data.recipe import slice_arg
 from utils.eval.protocols import PROTOCOLS
 from utils.eval.validator import FULL_EVAL, TASKS, TRAINING_EVAL, validate
+from utils.inference.slicing import MERGE_MODES
 
 
 def run(fast: bool = False, **kwargs: Any) -> dict[str, Any]:
@@ -76,6 +77,8 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     a("--overlap", type=float, default=None,
       help=f"tile overlap fraction for --slice (default: {D['overlap']}; with --slice auto, the recipe's)")
     a("--slice-full", action="store_true", help="with --slice, also run the whole image at --imgsz and merge")
+    a("--slice-merge", default=D["slice_merge"], choices=MERGE_MODES,
+      help="duplicate removal across windows (greedy-nmm: SAHI's default, IoS match, union box)")
     a("--project", default=D["project"])
     a("--name", default=D["name"])
     a("--exist-ok", action="store_true")

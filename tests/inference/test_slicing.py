@@ -335,3 +335,19 @@ def test_val_slice_unreadable_original_is_a_clear_error(tmp_path):
     assert read_orig(DS(), "b.png", {"image_id": 6, "orig_shape": (4, 6)}).shape == (4, 6, 3)
     with pytest.raises(ValueError, match="decoded as 6x4"):
         read_orig(DS(), "b.png", {"image_id": 6, "orig_shape": (6, 4)})
+
+
+def test_val_slice_merge_greedy_nmm_folds_cut_pieces_into_whole_boxes(tmp_path):
+    """val.py --slice-merge greedy-nmm: a piece of a square cut by a window border lies inside the whole
+    square another window sees (IoS 1), so SAHI's merge folds it in where NMS by IoU leaves it."""
+    import json
+
+    import val
+    data = _grid_coco(tmp_path)
+    kw = dict(data=str(data), model=BlobModel(), imgsz=64, batch_size=2, workers=0, project=str(tmp_path / "runs"),
+              plots=False, verbose=False, conf_thres=0.1, slice=64, overlap=0.6)
+    nms = val.run(**kw, name="nms")
+    greedy = val.run(**kw, slice_merge="greedy-nmm", name="greedy")
+    n_nms, n_greedy = (len(json.loads((Path(r["save_dir"]) / "predictions.json").read_text())) for r in (nms, greedy))
+    assert n_nms > nms["instances"] and n_greedy == greedy["instances"] and greedy["AP"] == 1.0
+    assert json.loads((Path(greedy["save_dir"]) / "metrics.json").read_text())["slice_merge"] == "greedy-nmm"

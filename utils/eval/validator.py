@@ -64,7 +64,8 @@ def validate(data: str | dict = "data/shapes.yaml", weights: str | None = None, 
              dataloader: Any = None, batch_size: int = 32, imgsz: int = 640, conf_thres: float = 0.001,
              iou_thres: float = 0.6, max_det: int | None = None, task: str = "val", device: str = "",
              save_json: bool = True, save_txt: bool = False, slice: int = 0, overlap: float = 0.2,
-             slice_full: bool = False, project: str = "runs/val", name: str = "exp", exist_ok: bool = False,
+             slice_full: bool = False, slice_merge: str = "nms", project: str = "runs/val", name: str = "exp",
+             exist_ok: bool = False,
              plots: bool = True, half: bool = False, verbose: bool = True, single_cls: bool = False,
              workers: int = 2, multi_label: bool = True, rect_pad: float = 0.0, protocol: str | Protocol = "coco",
              options: EvalOptions = FULL_EVAL) -> dict[str, Any]:
@@ -76,7 +77,8 @@ def validate(data: str | dict = "data/shapes.yaml", weights: str | None = None, 
     multi_label False: each box keeps its best class only (Ultralytics' predict); rect_pad: the rect batch shapes
     grow by this many strides (YOLOv5's val.py scores at 0.5: 256 px images run at 288).
     slice > 0: each original image is read from disk and run in slice px windows (utils/inference/slicing.py,
-    plus a full-image pass with slice_full); the loader then only supplies labels, paths and metas."""
+    plus a full-image pass with slice_full, duplicates merged by slice_merge: nms, wbf or greedy-nmm); the
+    loader then only supplies labels, paths and metas."""
     if task not in TASKS:
         raise ValueError(f"val.run: task must be one of {TASKS}, got {task!r}")
     proto = get_protocol(protocol)
@@ -156,7 +158,8 @@ def validate(data: str | dict = "data/shapes.yaml", weights: str | None = None, 
                 dets_orig = [torch.zeros((0, 6)) if m.get("unreadable") else
                              sliced(model, read_orig(dataset, p, m), slice=slice, overlap=overlap,
                                     conf_thres=conf_thres, iou_thres=iou_thres, max_det=max_det, imgsz=imgsz,
-                                    full=slice_full, multi_label=multi_label, half=amp) for p, m in zip(paths, metas)]
+                                    full=slice_full, merge=slice_merge, multi_label=multi_label, half=amp)
+                             for p, m in zip(paths, metas)]
                 dets = None
                 t2 = _sync(dev)  # tiling, forward and merge all count as inference
             if single_cls:
@@ -229,6 +232,7 @@ def validate(data: str | dict = "data/shapes.yaml", weights: str | None = None, 
         meta = {"data": str(data_src), "weights": str(weights) if weights else None, "task": task, "imgsz": imgsz,
                 "conf_thres": conf_thres, "iou_thres": iou_thres, "max_det": max_det, "slice": slice,
                 "overlap": overlap if slice else None, "slice_full": slice_full if slice else None,
+                "slice_merge": slice_merge if slice else None,
                 "protocol": proto.name, "eval_max_dets": list(proto.max_dets),
                 "area_ranges_px2": {k: list(v) for k, v in proto.area_ranges.items()}}
         (save_dir / "metrics.json").write_text(json.dumps({**res, **meta}, indent=1))

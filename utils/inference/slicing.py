@@ -11,7 +11,6 @@ the bottom / right to the model stride, so mapping back is an exact scale and of
 """
 from __future__ import annotations
 
-import math
 from typing import Callable, Sequence
 
 import cv2
@@ -20,52 +19,32 @@ import torch
 import torchvision
 
 from utils.augment.transforms import PAD_VALUE
+from utils.data.windows import Window, slice_windows
+from utils.inference.greedy_merge import MATCH_METRICS, greedy_merge
 from utils.inference.predict import model_device, model_stride, predict_batch, predict_image, to_batch
 
-MERGE_MODES = ("nms", "wbf")
-Window = tuple[int, int, int, int]
-MAX_WINDOWS = 10_000  # per image: a 20,000 px square at --slice 256 is ~2,500; more means a mistyped flag
+MERGE_MODES = ("nms", "wbf", "greedy-nmm")
 TilePredictor = Callable[[list[np.ndarray]], list[torch.Tensor]]  # same-shape tiles -> (n, 6) in tile px
 
 
-def _starts(extent: int, size: int, overlap: float) -> list[int]:
-    """Window starts along one axis: evenly spread, first at 0, last at extent - size, neighbours
-    overlapping by at least overlap * size (spreading evenly only ever adds overlap)."""
-    if extent <= size:
-        return [0]
-    step = max(1, math.floor(size * (1 - overlap)))
-    n = math.ceil((extent - size) / step) + 1
-    return [round(i * (extent - size) / (n - 1)) for i in range(n)]
-
-
-def slice_windows(h: int, w: int, size: int, overlap: float = 0.2) -> list[Window]:
-    """(x1, y1, x2, y2) windows, row by row, covering an h x w image: size x size where the image
-    allows (an axis shorter than size gives one window of the full extent), the last row and
-    column flush with the border, neighbours overlapping by at least overlap * size pixels."""
-    if int(size) != size or size < 1:
-        raise ValueError(f"slice_windows: size must be a positive int, got {size!r}")
-    if not 0 <= overlap < 1:
-        raise ValueError(f"slice_windows: overlap must be in [0, 1), got {overlap}")
-    if h < 1 or w < 1:
-        raise ValueError(f"slice_windows: empty image {h}x{w}")
-    size = int(size)
-    ys, xs = _starts(h, size, overlap), _starts(w, size, overlap)
-    if len(ys) * len(xs) > MAX_WINDOWS:
-        raise ValueError(f"--slice {size} --overlap {overlap} cuts a {w}x{h} image into {len(ys) * len(xs)} "
-                         f"windows (at most {MAX_WINDOWS}): use a larger --slice or a smaller --overlap")
-    return [(x, y, min(x + size, w), min(y + size, h)) for y in ys for x in xs]
-
-
 def merge_detections(det: torch.Tensor, iou_thres: float = 0.45, mode: str = "nms", max_det: int = 1000,
-                     agnostic: bool = False) -> torch.Tensor:
+                     agnostic: bool = False, metric: str | None = None) -> torch.Tensor:
     """Remove duplicates among (n, 6) [x1, y1, x2, y2, conf, cls] boxes from overlapping windows.
     'nms': class-aware NMS, the best box of each cluster stays. 'wbf': same clusters (each box
     joins the best-scoring kept box it overlaps, as NMS would suppress it), but the kept box
-    becomes the confidence-weighted mean of its cluster, which evens out boxes cut by borders."""
+    becomes the confidence-weighted mean of its cluster, which evens out boxes cut by borders.
+    'greedy-nmm': SAHI's default merge (utils/inference/greedy_merge.py), the kept box grows into the
+    union of its cluster. metric: how boxes match, 'iou' or 'ios' (intersection over the smaller box);
+    default 'ios' for greedy-nmm (SAHI's default), 'iou' otherwise (wbf takes only 'iou')."""
     if mode not in MERGE_MODES:
         raise ValueError(f"merge_detections: mode must be one of {MERGE_MODES}, got {mode!r}")
+    metric = metric or ("ios" if mode == "greedy-nmm" else "iou")
+    if metric not in MATCH_METRICS or (mode == "wbf" and metric != "iou"):
+        raise ValueError(f"merge_detections: metric must be one of {MATCH_METRICS} ('iou' for wbf), got {metric!r}")
     if len(det) == 0:
         return det.reshape(0, 6)
+    if mode == "greedy-nmm" or metric == "ios":
+        return greedy_merge(det, iou_thres, metric, mode, agnostic)[:max_det]
     groups = torch.zeros_like(det[:, 5]) if agnostic else det[:, 5]
     keep = torchvision.ops.batched_nms(det[:, :4], det[:, 4], groups, iou_thres)[:max_det]
     if mode == "nms":
@@ -88,19 +67,40 @@ def merge_detections(det: torch.Tensor, iou_thres: float = 0.45, mode: str = "nm
     return out
 
 
+def _chunks(windows: Sequence[Window], batch: int) -> list[list[Window]]:
+    """Consecutive windows in groups of up to batch of one shape (a batch is one tensor)."""
+    out: list[list[Window]] = []
+    for win in windows:
+        if out and len(out[-1]) < batch and _shape(out[-1][0]) == _shape(win):
+            out[-1].append(win)
+        else:
+            out.append([win])
+    return out
+
+
+def _shape(win: Window) -> tuple[int, int]:
+    return win[3] - win[1], win[2] - win[0]
+
+
 def sliced_inference(img: np.ndarray, predict_tiles: TilePredictor, size: int, overlap: float = 0.2,
                      batch: int = 4, iou_thres: float = 0.45, merge: str = "nms", max_det: int = 1000,
-                     extra: torch.Tensor | None = None, agnostic: bool = False) -> torch.Tensor:
+                     extra: torch.Tensor | None = None, agnostic: bool = False,
+                     windows: Sequence[Window] | None = None, metric: str | None = None) -> torch.Tensor:
     """Cut img (h, w, C) into windows, call predict_tiles on up to batch same-shape tiles at a time
     (it returns per tile (n, 6) in tile pixels), shift and clip the boxes into original pixels, add
-    extra (n, 6) boxes already in original pixels (the full-image pass) and merge duplicates."""
+    extra (n, 6) boxes already in original pixels (the full-image pass) and merge duplicates.
+    windows: (x1, y1, x2, y2) to use instead of slice_windows(h, w, size, overlap) (another tool's
+    layout, e.g. SAHI's, for a like-for-like comparison); metric: merge_detections' match metric."""
     if batch < 1:
         raise ValueError(f"sliced_inference: batch must be >= 1, got {batch}")
     h, w = img.shape[:2]
-    windows = slice_windows(h, w, size, overlap)
+    if windows is None:
+        windows = slice_windows(h, w, size, overlap)
+    bad = [win for win in windows if not (0 <= win[0] < win[2] <= w and 0 <= win[1] < win[3] <= h)]
+    if bad:
+        raise ValueError(f"sliced_inference: windows {bad[:3]} are empty or outside the {w}x{h} image")
     parts = [] if extra is None else [extra.float().cpu().reshape(-1, 6)]
-    for i in range(0, len(windows), batch):
-        chunk = windows[i:i + batch]
+    for chunk in _chunks(windows, batch):
         dets = predict_tiles([img[y1:y2, x1:x2] for x1, y1, x2, y2 in chunk])
         if len(dets) != len(chunk):
             raise ValueError(f"sliced_inference: predict_tiles returned {len(dets)} results for {len(chunk)} tiles")
@@ -111,7 +111,7 @@ def sliced_inference(img: np.ndarray, predict_tiles: TilePredictor, size: int, o
             parts.append(d)
     det = torch.cat(parts) if parts else torch.zeros((0, 6))
     det = det[(det[:, 2] > det[:, 0]) & (det[:, 3] > det[:, 1])]  # boxes wholly in the padding vanish
-    return merge_detections(det, iou_thres, merge, max_det, agnostic)
+    return merge_detections(det, iou_thres, merge, max_det, agnostic, metric)
 
 
 def model_tile_predictor(model: torch.nn.Module, size: int, imgsz: int | None = None, conf_thres: float = 0.25,
@@ -143,14 +143,20 @@ def model_tile_predictor(model: torch.nn.Module, size: int, imgsz: int | None = 
 def sliced_predict(model: torch.nn.Module, img: np.ndarray, slice: int = 640, overlap: float = 0.2,
                    conf_thres: float = 0.25, iou_thres: float = 0.45, max_det: int = 1000, imgsz: int | None = None,
                    batch: int = 4, full: bool = False, merge: str = "nms", classes: Sequence[int] | None = None,
-                   agnostic: bool = False, multi_label: bool = False, half: bool = False) -> torch.Tensor:
+                   agnostic: bool = False, multi_label: bool = False, half: bool = False,
+                   windows: Sequence[Window] | None = None, metric: str | None = None) -> torch.Tensor:
     """Detections (n, 6) float32 on CPU in img's pixels from windows of slice px (run at imgsz / slice
-    scale, default 1) plus, with full=True, one letterboxed full-image pass at imgsz."""
+    scale, default 1) plus, with full=True, one letterboxed full-image pass at imgsz when the image
+    takes more than one window (one window already is the whole image). windows / metric: as for
+    sliced_inference."""
     kw = dict(conf_thres=conf_thres, iou_thres=iou_thres, classes=classes, max_det=max_det, agnostic=agnostic,
               multi_label=multi_label, half=half)
-    extra = predict_image(model, img, imgsz or slice, **kw) if full else None
     # an image smaller than the window is one window of its own size: the zoom is imgsz over that,
     # not over slice (else a 256 px image at --slice 512 would run at half of imgsz)
     win = min(int(slice), max(img.shape[:2]))
+    if windows is None:
+        windows = slice_windows(*img.shape[:2], win, overlap)
+    extra = predict_image(model, img, imgsz or slice, **kw) if full and len(windows) > 1 else None
     tiles = model_tile_predictor(model, win, imgsz, **kw)
-    return sliced_inference(img, tiles, win, overlap, batch, iou_thres, merge, max_det, extra, agnostic)
+    return sliced_inference(img, tiles, win, overlap, batch, iou_thres, merge, max_det, extra, agnostic, windows,
+                            metric)
