@@ -4,7 +4,7 @@
         --data data/aerial-cars.yaml --slice 640 --overlap 0.2 --conf 0.01 --iou 0.5 \
         --out benchmarks/results/sahi-compare-aerial-cars.json
 
-SAHI (the PyPI package sahi, requirements-dev.txt) runs get_sliced_prediction with SmalldetSahiModel, a
+SAHI (the PyPI package sahi, requirements-bench.txt) runs get_sliced_prediction with SmalldetSahiModel, a
 sahi DetectionModel that calls our model exactly as our --slice does (each window resized and padded by
 utils/inference/slicing.model_tile_predictor, the full-image pass letterboxed by predict_image, per-window
 NMS at --conf / --iou). Our side is utils/inference/slicing.sliced_predict on the same fused weights, on
