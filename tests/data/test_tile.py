@@ -162,3 +162,30 @@ def test_cli_auto_takes_the_recipes_window(tmp_path, capsys):
     rc = main(["--json", str(js), "--images", str(tmp_path / "src" / "imgs"), "--out", str(tmp_path / "o2"),
                "--size", "auto", "--imgsz", "1024"])
     assert rc == 1 and "does not tile" in capsys.readouterr().err
+
+
+def test_exif_rotated_sources_are_tiled_as_shown(tmp_path):
+    """A JPEG stored 96x128 with EXIF Orientation 6 is shown (and labelled) 128x96: its tiles are cut from the
+    shown frame, as the json's sizes and boxes are; reading it unrotated skipped the image as mis-sized."""
+    from PIL import Image, ImageOps
+    img_dir = tmp_path / "src" / "imgs"
+    img_dir.mkdir(parents=True)
+    stored = np.random.default_rng(0).integers(0, 200, (128, 96, 3), dtype=np.uint8)  # h 128, w 96
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored).save(img_dir / "r.jpg", quality=100, exif=exif.tobytes())
+    with Image.open(img_dir / "r.jpg") as im:
+        shown = cv2.cvtColor(np.asarray(ImageOps.exif_transpose(im).convert("RGB")), cv2.COLOR_RGB2BGR)
+    assert shown.shape[:2] == (96, 128)
+    data = {"images": [{"id": 1, "file_name": "r.jpg", "width": 128, "height": 96}],
+            "annotations": [_ann(1, 10, 10, 20, 20)], "categories": [{"id": 1, "name": "car"}]}
+    js = tmp_path / "src" / "a.json"
+    js.write_text(json.dumps(data))
+    counts = write_split(js, img_dir, tmp_path / "out", "train", 64, 0.0, min_visible=0.0)
+    out = json.loads((tmp_path / "out" / "annotations" / "instances_train.json").read_text())
+    assert counts["tiles"] == len(out["images"]) == len(slice_windows(96, 128, 64, 0.0)) > 0
+    for im in out["images"]:
+        tile = cv2.imread(str(tmp_path / "out" / "images" / "train" / im["file_name"])).astype(int)
+        x, y = im["offset"]
+        ref = shown[y:y + im["height"], x:x + im["width"]].astype(int)
+        assert tile.shape == ref.shape and np.abs(tile - ref).mean() < 8  # JPEG re-encoding, same frame

@@ -169,6 +169,8 @@ def write_split(json_path: Path, img_dir: Path, out: Path, split: str, size: int
     import cv2
     from tqdm import tqdm
 
+    from utils.data.image_io import file_orientation, orient
+
     out, img_dir = out.resolve(), img_dir.resolve()
     for src in (img_dir, json_path.resolve().parent):
         if _inside(out, src):
@@ -187,8 +189,9 @@ def write_split(json_path: Path, img_dir: Path, out: Path, split: str, size: int
     for tiles in tqdm(by_source.values(), desc=f"tiling {split}", unit="img"):
         im = tiles[0].image
         src = img_dir / im["file_name"]
-        # unchanged: 16-bit and alpha images stay as they are; the json's frame has no EXIF rotation
+        # unchanged: 16-bit and alpha images stay as they are; rotated as shown (the json's frame, EXIF applied)
         pix = cv2.imread(str(src), cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
+        pix = None if pix is None else orient(pix, file_orientation(str(src)))
         if pix is None or pix.shape[:2] != (im["height"], im["width"]):
             got = "unreadable" if pix is None else f"{pix.shape[1]}x{pix.shape[0]}"
             skipped[im["id"]] = f"{src}: {got}, the json says {im['width']}x{im['height']}; its tiles are left out"
