@@ -18,7 +18,7 @@ import inspect
 import sys
 
 from utils.data.recipe import slice_arg
-from utils.engine.checkpoint import CheckpointError
+from utils.checkpoints.checkpoint import CheckpointError
 from utils.inference.runner import FrameResult, run_detection
 from utils.inference.slicing import MERGE_MODES
 from utils.inference.sources import STREAM_PREFIXES

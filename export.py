@@ -25,7 +25,7 @@ from typing import Iterator, Sequence
 
 import torch
 
-from utils.engine.checkpoint import CheckpointError, model_from_checkpoint, read_checkpoint
+from utils.checkpoints.checkpoint import CheckpointError, model_from_checkpoint, read_checkpoint
 from utils.inference.export_meta import TS_EXTRA_FILE, export_metadata, to_string_pairs
 from utils.inference.predict import check_imgsz
 from utils.logger import LOG

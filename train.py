@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from utils.engine.checkpoint import CheckpointError, read_checkpoint
+from utils.checkpoints.checkpoint import CheckpointError, read_checkpoint
 from utils.engine.run_paths import check_same_data, record_paths, same_setting
 from utils.logger import LOG
 from utils.config import FIELDS, TrainConfig, field_default, repo_path, resolve

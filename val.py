@@ -94,7 +94,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
     opt = vars(parse_opt(argv))
     opt["plots"] = not opt.pop("noplots")
-    from utils.engine.checkpoint import CheckpointError
+    from utils.checkpoints.checkpoint import CheckpointError
     try:
         return run(**opt)
     except (ValueError, CheckpointError, OSError) as e:  # OSError: unwritable folder, full disk

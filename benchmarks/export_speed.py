@@ -31,7 +31,7 @@ import torch
 import export
 from models.yolo import Model
 from utils.inference.backends import load_model
-from utils.engine.checkpoint import checkpoint_yaml, save_checkpoint
+from utils.checkpoints.checkpoint import checkpoint_yaml, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 

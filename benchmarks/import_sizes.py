@@ -57,7 +57,7 @@ for cfg, nc in models:
 
 
 def compare(pt: Path) -> dict:
-    from utils.engine.checkpoint import CheckpointError, model_from_checkpoint, read_checkpoint
+    from utils.checkpoints.checkpoint import CheckpointError, model_from_checkpoint, read_checkpoint
     try:
         ck = read_checkpoint(pt)
     except CheckpointError as e:

@@ -130,7 +130,7 @@ def _collate(batch):
 def bench_model(opt: argparse.Namespace) -> None:
     import val
     from models.yolo import Model
-    from utils.engine.checkpoint import checkpoint_yaml, save_checkpoint
+    from utils.checkpoints.checkpoint import checkpoint_yaml, save_checkpoint
     with tempfile.TemporaryDirectory() as tmp:
         weights = opt.weights
         if not weights:  # untrained: many low-confidence boxes, a heavy case for NMS and COCOeval

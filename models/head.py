@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 
 from models.registry import register
-from utils.assign.grid import cell_indices
+from utils.grid import cell_indices
 
 # YOLOv5's P3 anchors (10,13, 16,30, 33,23) in units of the level's stride; used to make
 # default anchors for ``anchors: N`` configs (autoanchor refines them from the data).

@@ -22,7 +22,6 @@ from models.blocks import Conv
 from models.config import ModelConfigError, load_model_config, where
 from models.head import BIN_WIDTH, REG_MAX, Detect, default_anchors
 from models.registry import REGISTRY
-from utils.assign.registry import DEFAULT_FOR_HEAD
 
 
 def head_reads(cfg: dict[str, Any], symbol: str) -> bool:
@@ -103,8 +102,6 @@ class Model(nn.Module):
         det = self.detect
         if not isinstance(det, Detect):
             raise ModelConfigError(f"{self.yaml['_file']}: the last layer must be Detect")
-        # the anchor-free head has no anchor shapes for 'iou'/'atss' to match
-        self.yaml.setdefault("assigner", DEFAULT_FOR_HEAD["anchor-free" if det.anchor_free else "anchor"])
         self._init_strides(ch)
         self._initialize_weights()
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import torch
 
-from utils.engine.checkpoint import model_from_checkpoint, read_checkpoint
+from utils.checkpoints.checkpoint import model_from_checkpoint, read_checkpoint
 from utils.data.dataset import CocoDataset, create_dataloader, load_data_config
 from utils.loss import build_loss
 from utils.torch_utils import unwrap

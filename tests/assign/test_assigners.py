@@ -361,10 +361,12 @@ def test_uniform_pow_does_not_depend_on_the_call():
 
 def test_anchor_configs_default_to_atss_and_the_dfl_configs_to_tal():
     """The default each head trains with (docs/models.md, "Which assigner"): every shipped YAML names it, and a YAML
-    that names none gets the registry's."""
+    that names none gets the registry's (the model keeps none: the loss and the checkpoint fill it in)."""
     from models.config import load_model_config
     from models.yolo import Model
     from utils.assign import DEFAULT_FOR_HEAD
+    from utils.checkpoints.checkpoint import checkpoint_yaml
+    from utils.loss.common import pick_assigner
 
     assert DEFAULT_FOR_HEAD == {"anchor": "atss", "anchor-free": "tal"}
     for f in sorted((Path(__file__).resolve().parents[2] / "configs" / "models").glob("*.yaml")):
@@ -373,4 +375,6 @@ def test_anchor_configs_default_to_atss_and_the_dfl_configs_to_tal():
         assert cfg["assigner"] == DEFAULT_FOR_HEAD[head], f
     cfg = load_model_config("yolov5n.yaml")
     del cfg["assigner"]
-    assert Model(cfg).yaml["assigner"] == "atss"
+    m = Model(cfg)
+    assert "assigner" not in m.yaml
+    assert pick_assigner(m, default_hyp(), None, "anchor").name == checkpoint_yaml(m)["assigner"] == "atss"

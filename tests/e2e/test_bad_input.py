@@ -25,7 +25,7 @@ from utils.inference.slicing import MAX_WINDOWS, slice_windows, sliced_predict
 def _untrained_weights(path: Path) -> Path:
     """An untrained yolov5n checkpoint for the tiny COCO sets (class ids as in tests/conftest.py)."""
     from models.yolo import Model
-    from utils.engine.checkpoint import checkpoint_yaml, save_checkpoint
+    from utils.checkpoints.checkpoint import checkpoint_yaml, save_checkpoint
     torch.manual_seed(0)
     m = Model("yolov5n.yaml", nc=2)
     m.names, m.cat_ids = ["square", "disc"], [3, 7]
@@ -311,7 +311,7 @@ def test_cli_ends_with_one_line_and_a_nonzero_exit(tiny_coco, tmp_path, script, 
 
 # ---------------------------------------------------------------- 10. smaller ones
 def test_stale_checkpoint_temp_files_are_cleaned_and_nothing_else(tmp_path):
-    from utils.engine.checkpoint import save_checkpoint
+    from utils.checkpoints.checkpoint import save_checkpoint
     stale = tmp_path / "last.pt.k3x9_a1q.tmp"  # what a kill -9 mid-write leaves (mkstemp's 8 characters)
     stale.write_bytes(b"half a checkpoint")
     old = time.time() - 7200  # untouched for two hours: its writer is gone (see test_run_lock for a live one)

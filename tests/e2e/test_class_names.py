@@ -101,7 +101,7 @@ def test_val_with_a_mathtext_class_name_writes_its_metrics_and_plots(tmp_path):
     """val.py with plots: was exit 1 after scoring (matplotlib parsed `cost $\\x$`), no metrics.json."""
     import val
     from models.yolo import Model
-    from utils.engine.checkpoint import checkpoint_yaml, save_checkpoint
+    from utils.checkpoints.checkpoint import checkpoint_yaml, save_checkpoint
     data = make_coco(tmp_path / "set", n_train=2, n_val=2, size=64)
     names = ["cost $\\x$", "car,\nred"]
     for split in ("train", "val"):

@@ -8,7 +8,7 @@ import pytest
 
 from tests.conftest import make_coco
 from utils.config import TrainConfig
-from utils.engine.checkpoint import read_checkpoint, save_checkpoint
+from utils.checkpoints.checkpoint import read_checkpoint, save_checkpoint
 from utils.engine.run_paths import absolute, data_fingerprint, same_setting
 
 

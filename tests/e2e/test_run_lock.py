@@ -125,7 +125,7 @@ def test_train_val_detect_refuse_a_folder_a_live_run_writes_and_keep_its_files(l
 def test_a_checkpoint_write_keeps_another_writers_temp_file(tmp_path):
     """Two processes saving last.pt into one folder: the clean-up of stale temp files removed the other's
     file mid-write, and its rename failed ([Errno 2] ... last.pt.XXXX.tmp -> last.pt)."""
-    from utils.engine.checkpoint import STALE_TMP_S, save_checkpoint
+    from utils.checkpoints.checkpoint import STALE_TMP_S, save_checkpoint
     other = tmp_path / "last.pt.a1b2c3d4.tmp"  # another writer's file, being written right now
     other.write_bytes(b"half written")
     save_checkpoint({"epoch": 1}, tmp_path / "last.pt")

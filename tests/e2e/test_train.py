@@ -16,7 +16,7 @@ import torch
 
 import train
 from tests.train_probe import TrainProbe, fixed_batch_loss, moved
-from utils.engine.checkpoint import CheckpointError, load_model, read_checkpoint
+from utils.checkpoints.checkpoint import CheckpointError, load_model, read_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMON = dict(cfg="yolov5n.yaml", imgsz=64, batch_size=4, workers=0, noautoanchor=False)
@@ -60,7 +60,7 @@ def test_short_run_writes_everything_and_learns(tiny_coco, tmp_path, monkeypatch
 
 def test_checkpoint_round_trip(tmp_path):
     from models.yolo import Model
-    from utils.engine.checkpoint import checkpoint_yaml, save_checkpoint
+    from utils.checkpoints.checkpoint import checkpoint_yaml, save_checkpoint
 
     model = Model("yolov5n-p2.yaml", nc=2)
     model.detect.anchors.mul_(1.5)  # as if autoanchor had changed them

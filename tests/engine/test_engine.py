@@ -263,7 +263,7 @@ def test_resume_through_last_pt_continues_exactly(tmp_path):
     """Two batches an epoch, a step every 3 (nbs 6 / batch 2): steps straddle epochs, so the
     optimizer-step counter must survive a resume; fitness falls after epoch 0, so early stopping
     (patience 2) must remember the best epoch. Uninterrupted vs stopped after epoch 1 + resumed."""
-    from utils.engine.checkpoint import read_checkpoint
+    from utils.checkpoints.checkpoint import read_checkpoint
 
     hyp = {**HYP, "nbs": 6}
     loader = [_batch(seed=i) for i in range(2)]
@@ -309,7 +309,7 @@ def _draws() -> tuple:
 
 
 def test_rng_state_round_trips_through_a_weights_only_checkpoint(tmp_path):
-    from utils.engine.checkpoint import save_checkpoint
+    from utils.checkpoints.checkpoint import save_checkpoint
     from utils.torch_utils import rng_state, set_rng_state
 
     np.random.randn()  # numpy caches the second Gaussian of a pair: that must travel too

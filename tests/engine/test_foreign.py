@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from utils.engine.checkpoint import CheckpointError, model_from_checkpoint, read_checkpoint
-from utils.engine.foreign import ForeignCheckpointError, load_foreign
-from utils.engine.unpickle import RestrictedUnpickler, UnsafePickleError
+from utils.checkpoints.checkpoint import CheckpointError, model_from_checkpoint, read_checkpoint
+from utils.checkpoints.foreign import ForeignCheckpointError, load_foreign
+from utils.checkpoints.unpickle import RestrictedUnpickler, UnsafePickleError
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = Path(os.environ.get("SMALLDET_FIXTURES") or ROOT.parent / "shared" / "fixtures")
@@ -142,8 +142,8 @@ def test_convert_cli_writes_a_plain_checkpoint(tmp_path):
 
 def test_unmappable_file_names_the_first_tensor_that_does_not_fit(tmp_path, monkeypatch):
     """A yolov5 checkpoint whose C3 has a tensor of another width: the error names that tensor."""
-    import utils.engine.foreign as foreign
-    from utils.engine.unpickle import restricted_load
+    import utils.checkpoints.foreign as foreign
+    from utils.checkpoints.unpickle import restricted_load
 
     raw = restricted_load(fixture("yolov5n-shapes.pt"))
     conv = raw["model"].__dict__["_modules"]["model"].__dict__["_modules"]["8"].__dict__["_modules"]["cv1"]
@@ -157,8 +157,8 @@ def test_unmappable_file_names_the_first_tensor_that_does_not_fit(tmp_path, monk
 
 def test_other_model_kinds_are_named(monkeypatch):
     """A segmentation (or classification) checkpoint of their codes: refused with the class it holds."""
-    import utils.engine.foreign as foreign
-    from utils.engine.unpickle import stub_class
+    import utils.checkpoints.foreign as foreign
+    from utils.checkpoints.unpickle import stub_class
 
     seg = stub_class("models.yolo", "SegmentationModel")()
     monkeypatch.setattr(foreign, "read_foreign", lambda path: {"model": seg})

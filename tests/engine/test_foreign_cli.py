@@ -45,7 +45,7 @@ def test_export_takes_a_yolov5_checkpoint(tmp_path):
 @pytest.mark.slow
 def test_train_fine_tunes_a_yolov5_checkpoint_on_other_classes(tiny_coco, tmp_path, caplog):
     import train
-    from utils.engine.checkpoint import read_checkpoint
+    from utils.checkpoints.checkpoint import read_checkpoint
     with caplog.at_level(logging.INFO, logger="smalldet"):
         res = train.run(data=str(tiny_coco), weights=str(fixture("yolov5n-shapes.pt")), epochs=1, imgsz=64,
                         batch_size=4, workers=0, project=str(tmp_path), name="ft", noplots=True, freeze="backbone",

@@ -10,7 +10,7 @@ import torch
 from models.yolo import Model
 from utils.config import check_freeze
 from utils.engine.build import build_model
-from utils.engine.checkpoint import checkpoint_yaml, save_checkpoint
+from utils.checkpoints.checkpoint import checkpoint_yaml, save_checkpoint
 from utils.engine.freeze import freeze, layers_to_freeze
 from utils.engine.transfer import pair_layers, transfer
 

@@ -204,7 +204,7 @@ def test_bad_input_errors(odd_coco, tmp_path):
         val.run(data={"names": ["a"]}, project=str(tmp_path))
     with pytest.raises(ValueError, match="task"):
         val.run(data={"names": ["a"]}, task="train")
-    from utils.engine.checkpoint import CheckpointError
+    from utils.checkpoints.checkpoint import CheckpointError
     with pytest.raises(CheckpointError, match="not found"):
         val.run(data={"names": ["a"]}, weights=str(tmp_path / "missing.pt"), device="cpu")
     bad = tmp_path / "corrupt.pt"
@@ -231,7 +231,7 @@ def test_increment_path(tmp_path):
 def test_cli_with_real_model_and_loader(tiny_coco, tmp_path, log_text):
     """The real chain: checkpoint -> load_model -> create_dataloader -> val.py CLI."""
     from models.yolo import Model
-    from utils.engine.checkpoint import checkpoint_yaml, save_checkpoint
+    from utils.checkpoints.checkpoint import checkpoint_yaml, save_checkpoint
     torch.manual_seed(0)
     for nc, name in ((2, "ok"), (3, "bad")):
         m = Model("yolov5n.yaml", nc=nc)

@@ -22,7 +22,7 @@ CONF = 0.2
 def weights(tmp_path_factory) -> Path:
     """A tiny untrained yolov5n whose objectness bias is raised so that it reports boxes."""
     from models.yolo import Model
-    from utils.engine.checkpoint import checkpoint_yaml, save_checkpoint
+    from utils.checkpoints.checkpoint import checkpoint_yaml, save_checkpoint
     torch.manual_seed(0)
     m = Model("yolov5n.yaml", nc=2)
     for conv in m.detect.m:

@@ -27,7 +27,7 @@ import torch
 import export
 from models.yolo import Model
 from utils.inference.backends import OnnxModel, TorchScriptModel, load_model
-from utils.engine.checkpoint import CheckpointError, checkpoint_yaml, save_checkpoint
+from utils.checkpoints.checkpoint import CheckpointError, checkpoint_yaml, save_checkpoint
 from utils.inference.postprocess import non_max_suppression
 
 ROOT = Path(__file__).resolve().parents[2]

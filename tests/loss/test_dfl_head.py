@@ -434,7 +434,7 @@ def test_train_dfl_head_end_to_end(tiny_coco, tmp_path, monkeypatch):
     import train
     import val
     from tests.train_probe import TrainProbe, moved
-    from utils.engine.checkpoint import read_checkpoint
+    from utils.checkpoints.checkpoint import read_checkpoint
 
     probe = TrainProbe(monkeypatch)  # counts mosaics in this process: workers=0
     res = train.run(data=str(tiny_coco), cfg="yolov5n-dfl.yaml", imgsz=64, batch_size=4, workers=0,
@@ -456,7 +456,7 @@ def test_dfl_bin_flag_fits_the_bins_and_the_checkpoint_keeps_them(tiny_coco, tmp
     import train
     from utils.data.config import load_data_config
     from utils.data.recipe import fit_dfl_bin, read_sizes
-    from utils.engine.checkpoint import model_from_checkpoint, read_checkpoint
+    from utils.checkpoints.checkpoint import model_from_checkpoint, read_checkpoint
 
     res = train.run(data=str(tiny_coco), cfg="yolov5n-dfl.yaml", imgsz=64, batch_size=4, workers=0, epochs=1,
                     project=str(tmp_path), name="fit", noplots=True, dfl_bin="auto", reg_max=8, hyp_set=["nbs=4"])

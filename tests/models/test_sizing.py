@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-import utils.engine.checkpoint as checkpoint
+import utils.checkpoints.checkpoint as checkpoint
 from models.sizing import meta_shapes, weights_mismatch
 from models.config import load_model_config
 from models.yolo import Model
-from utils.engine.checkpoint import CheckpointError, checkpoint_yaml, model_from_checkpoint, save_checkpoint
+from utils.checkpoints.checkpoint import CheckpointError, checkpoint_yaml, model_from_checkpoint, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 

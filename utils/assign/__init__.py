@@ -6,7 +6,7 @@ default), iou (YOLOv5's rule) for the anchor head, tal for the anchor-free head 
 Importing this package registers them all.
 """
 from utils.assign.base import HEADS, Assigner
-from utils.assign.grid import CellGrid, LevelLayout, cell_indices, make_grid
+from utils.grid import CellGrid, LevelLayout, cell_indices, make_grid
 from utils.assign.registry import ASSIGNERS, DEFAULT_FOR_HEAD, assigner_class, assigners_for, build_assigner
 from utils.assign.result import Assignment
 

@@ -3,7 +3,7 @@
     assigner(grid, gt_boxes (B, G, 4) xyxy, gt_mask (B, G) bool,
              gt_cls=(B, G) long, pred_scores=(B, A, nc), pred_boxes=(B, A, 4) xyxy) -> Assignment
 
-``grid`` is the CellGrid of the head's maps (utils/assign/grid.py); the class and prediction
+``grid`` is the CellGrid of the head's maps (utils/grid.py); the class and prediction
 arguments are for assigners that need them (``needs_predictions``; tal) or use them when given
 (atss: soft class targets). An assigner fits the heads named in ``heads``: 'anchor' (Detect: anchor
 shapes) or 'anchor-free' (DetectDFL).
@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import torch
 
 from utils.assign.claims import Claims
-from utils.assign.grid import CellGrid
+from utils.grid import CellGrid
 from utils.assign.result import Assignment
 
 HEADS = {"anchor": "the anchor-based Detect head", "anchor-free": "the anchor-free DetectDFL head"}

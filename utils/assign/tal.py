@@ -28,7 +28,7 @@ import torch
 
 from utils.assign.base import Assigner
 from utils.assign.claims import Claims
-from utils.assign.grid import CellGrid
+from utils.grid import CellGrid
 from utils.assign.registry import register_assigner
 from utils.assign.result import Assignment
 from utils.boxes import aligned_iou

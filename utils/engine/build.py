@@ -15,7 +15,7 @@ import yaml
 
 from models.head import BIN_WIDTH
 from models.yolo import Model, head_reads
-from utils.engine.checkpoint import model_from_checkpoint, read_checkpoint
+from utils.checkpoints.checkpoint import model_from_checkpoint, read_checkpoint
 from utils.engine.freeze import freeze
 from utils.engine.transfer import transfer
 from utils.config import TrainConfig, repo_path

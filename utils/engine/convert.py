@@ -3,7 +3,7 @@
     python -m utils.engine.convert yolov5s.pt yolov5s-smalldet.pt
     python -m utils.engine.convert yolov5nu.pt                      # writes yolov5nu-smalldet.pt beside it
 
-The file is read without running any of its code (utils/engine/unpickle.py). ``--weights`` in train.py, val.py,
+The file is read without running any of its code (utils/checkpoints/unpickle.py). ``--weights`` in train.py, val.py,
 detect.py and export.py converts such files on the fly as well; a saved conversion loads faster and is a plain
 tensor file that any torch.load(weights_only=True) reads.
 """
@@ -13,8 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from utils.engine.checkpoint import save_checkpoint
-from utils.engine.foreign import ForeignCheckpointError, load_foreign
+from utils.checkpoints.checkpoint import save_checkpoint
+from utils.checkpoints.foreign import ForeignCheckpointError, load_foreign
 
 
 def convert(src: str | Path, dst: str | Path | None = None) -> Path:
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
         dst = convert(opt.src, opt.dst)
     except (ForeignCheckpointError, OSError) as e:
         sys.exit(f"convert: error: {e}")
-    from utils.engine.checkpoint import read_checkpoint
+    from utils.checkpoints.checkpoint import read_checkpoint
     ck = read_checkpoint(dst)
     src = ck["converted_from"]
     print(f"{opt.src} ({src['code']}, {src['class']}) -> {dst}: {src['config']} scale {src['scale']}, "

@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from utils.engine.checkpoint import checkpoint_yaml, read_checkpoint, save_checkpoint
+from utils.checkpoints.checkpoint import checkpoint_yaml, read_checkpoint, save_checkpoint
 from utils.logger import LOG, RunLogger
 from utils.engine.optim import accumulation_at, apply_lr, build_optimizer, lr_lambda, warmup_iterations
 from utils.torch_utils import ModelEMA, rng_state, set_rng_state, unwrap

@@ -156,6 +156,6 @@ def transfer(model: Model, src: Model) -> TransferReport:
 
 def transfer_state(model: Model, ckpt: dict[str, Any], source: str) -> TransferReport:
     """transfer() from a checkpoint dict (ours, or a converted YOLOv5/Ultralytics one)."""
-    from utils.engine.checkpoint import model_from_checkpoint
+    from utils.checkpoints.checkpoint import model_from_checkpoint
     return transfer(model, model_from_checkpoint(ckpt, "model", source))
 

@@ -1,11 +1,9 @@
-"""val.py's outputs: the console table, the plot set and YOLO-format txt predictions."""
+"""val.py's outputs: the console table and the plot set (txt predictions: utils/inference/writer.py)."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
-import torch
 
 from utils.eval.protocols import AP_KEY, BUCKET_LABEL, COCO, Protocol
 from utils.logger import LOG
@@ -73,12 +71,3 @@ def save_plots(save_dir: Path, res: dict, fast_res: dict, confusion: Any, names:
         plots.plot_per_class_ap([r["name"] for r in res["per_class"]], [r["AP"] for r in res["per_class"]],
                                 save_dir / "AP_per_class.png")
 
-
-def write_txt(det: torch.Tensor | np.ndarray, meta: dict, path: Path) -> None:
-    """One line per detection: cls cx cy w h conf, normalised by the original image size."""
-    d = det.detach().cpu().numpy() if isinstance(det, torch.Tensor) else np.asarray(det)
-    h0, w0 = meta["orig_shape"]
-    with open(path, "w") as f:
-        for x1, y1, x2, y2, conf, c in d.tolist():
-            f.write(f"{int(c)} {(x1 + x2) / 2 / w0:.6f} {(y1 + y2) / 2 / h0:.6f} {(x2 - x1) / w0:.6f} "
-                    f"{(y2 - y1) / h0:.6f} {conf:.5f}\n")

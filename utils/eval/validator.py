@@ -19,8 +19,9 @@ from tqdm import tqdm
 from utils.eval.inputs import check_classes, gt_orig, load_data, load_scored_model, read_orig
 from utils.eval.metrics import ConfusionMatrix, DetectionStats, coco_eval
 from utils.eval.protocols import Protocol, get_protocol
-from utils.eval.report import print_results, save_plots, write_txt
+from utils.eval.report import print_results, save_plots
 from utils.inference.postprocess import non_max_suppression, scale_boxes, to_coco_results
+from utils.inference.writer import write_txt
 from utils.logger import LOG
 from utils.paths import UniqueStems
 from utils.run_lock import claim_run_dir

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from utils.augment.transforms import PAD_VALUE
-from utils.engine.checkpoint import CheckpointError
-from utils.engine.checkpoint import load_model as load_checkpoint_model
+from utils.checkpoints.checkpoint import CheckpointError
+from utils.checkpoints.checkpoint import load_model as load_checkpoint_model
 from utils.inference.export_meta import TS_EXTRA_FILE, ExportMetadataError, check_metadata, from_string_pairs
 from utils.logger import LOG
 

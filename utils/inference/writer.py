@@ -8,13 +8,13 @@ from typing import Sequence
 
 import cv2
 import numpy as np
+import torch
 
 from utils.inference.annotate import draw_detections, save_crops
 from utils.logger import LOG
 from utils.paths import UniqueStems
 from utils.inference.postprocess import to_coco_results
 from utils.inference.sources import Frame
-from utils.eval.report import write_txt
 
 SAVE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")  # others are saved as .png
 
@@ -97,3 +97,13 @@ class DetectionWriter:
             path = self.dir / "predictions.json"
             path.write_text(json.dumps(self.jdict))
             LOG.info(f"{len(self.jdict)} COCO results written to {path}")
+
+
+def write_txt(det: torch.Tensor | np.ndarray, meta: dict, path: Path) -> None:
+    """One line per detection: cls cx cy w h conf, normalised by the original image size."""
+    d = det.detach().cpu().numpy() if isinstance(det, torch.Tensor) else np.asarray(det)
+    h0, w0 = meta["orig_shape"]
+    with open(path, "w") as f:
+        for x1, y1, x2, y2, conf, c in d.tolist():
+            f.write(f"{int(c)} {(x1 + x2) / 2 / w0:.6f} {(y1 + y2) / 2 / h0:.6f} {(x2 - x1) / w0:.6f} "
+                    f"{(y2 - y1) / h0:.6f} {conf:.5f}\n")

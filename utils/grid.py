@@ -1,4 +1,4 @@
-"""The cell grid that assigners and losses share: where every prediction position sits.
+"""The cell grid that the heads, assigners and losses share: where every prediction position sits.
 
 Positions run level, anchor, y, x (x fastest): the eval-mode order of both heads. A position's
 point is its cell centre ``(x + 0.5) * stride`` in input pixels; on the anchor head every cell

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from models.yolo import Model
+from utils.assign.registry import DEFAULT_FOR_HEAD
 
 
 STALE_TMP_S = 3600  # a checkpoint temp file not written to for this long has no live writer
@@ -67,8 +68,8 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 def _read_foreign(path: Path) -> dict[str, Any]:
-    """A checkpoint written by ultralytics/yolov5 or the Ultralytics package, converted (utils/engine/foreign.py)."""
-    from utils.engine.foreign import ForeignCheckpointError, load_foreign
+    """A checkpoint written by ultralytics/yolov5 or the Ultralytics package, converted (foreign.py here)."""
+    from utils.checkpoints.foreign import ForeignCheckpointError, load_foreign
     from utils.logger import LOG
 
     try:
@@ -109,5 +110,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", fuse: bool 
 def checkpoint_yaml(model: Model) -> dict[str, Any]:
     """The model's config as saved: plain builtins only (no file/line bookkeeping)."""
     d = {k: v for k, v in model.yaml.items() if not k.startswith("_")}
+    # the model keeps its YAML's 'assigner' as data; the head's default policy is utils/assign's
+    d.setdefault("assigner", DEFAULT_FOR_HEAD["anchor-free" if model.detect.anchor_free else "anchor"])
     d["anchors"] = model.detect.anchors.flatten(1).tolist()  # autoanchor may have changed them
     return d

@@ -2,7 +2,7 @@
 smalldet checkpoints: ``load_foreign(path)`` returns the dict our own training writes (model_yaml, model, names,
 cat_ids, ...), so every ``--weights`` reader takes them.
 
-The file is read by the restricted unpickler (utils/engine/unpickle.py: no code of theirs runs); the pickled
+The file is read by the restricted unpickler (utils/checkpoints/unpickle.py: no code of theirs runs); the pickled
 model's layer list (its ``.yaml``) picks the config of ours with the same layers, its scale (depth and width
 multiples), class count, names, anchors and strides fill that config in, and its tensors (fp16 -> fp32) are
 renamed onto our layers. Every tensor must fit: a file that does not map gets one error naming the first tensor
@@ -18,8 +18,8 @@ import torch
 
 from models.config import CONFIG_DIR, load_model_config
 from models.yolo import Model
-from utils.engine.checkpoint import checkpoint_yaml
-from utils.engine.unpickle import UnsafePickleError, module_state, restricted_load, stub_name
+from utils.checkpoints.checkpoint import checkpoint_yaml
+from utils.checkpoints.unpickle import UnsafePickleError, module_state, restricted_load, stub_name
 
 # pickled model classes -> the code base that wrote them
 YOLOV5, ULTRALYTICS = "ultralytics/yolov5", "Ultralytics"
