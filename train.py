@@ -40,6 +40,8 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
             kw.update(nargs="+", metavar="KEY=VALUE")
         elif isinstance(default, bool):
             kw.update(action="store_true")
+        elif name == "freeze":
+            kw.update(metavar="N|PARTS")  # a count or part names: checked by config.check_freeze
         elif isinstance(default, int) or f.metadata["least"] is not None:  # whole numbers, None default too
             kw.update(type=int)
         elif name == "label_smoothing" or isinstance(default, float):

@@ -80,6 +80,10 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     a("--exist-ok", action="store_true")
     a("--noplots", action="store_true")
     a("--half", action="store_true", help="fp16 autocast on CUDA")
+    a("--single-label", dest="multi_label", action="store_false",
+      help="NMS keeps one class per box, its best (Ultralytics' predict); default: every class above --conf-thres")
+    a("--rect-pad", type=float, default=D["rect_pad"],
+      help="pad each batch's shape by this many strides (0.5: YOLOv5's val.py, whose 256 px images run at 288)")
     return p.parse_args(argv)
 
 

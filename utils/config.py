@@ -35,6 +35,7 @@ POSITIVE = {"lr0", "nbs", "atss_topk", "tal_topk", "anchor_t", "nwd_c", "grad_cl
 OPTIMIZERS = ("SGD", "Adam", "AdamW")
 ASSIGNERS = ("iou", "atss", "tal")
 RECIPES = ("none", "auto")
+FREEZE_PARTS = ("backbone", "neck", "head")  # --freeze by name: the YAML's backbone, its head less Detect, Detect
 FRACTIONS = {"overlap": (0.0, 0.9)}  # float run settings, their range (windows must advance: < 1)
 
 
@@ -66,7 +67,7 @@ class TrainConfig:
     optimizer: str | None = _opt(None, "the hyp's optimizer: if it names one, else SGD", choices=OPTIMIZERS)
     cos_lr: bool = _opt(False, "cosine LR schedule")
     label_smoothing: float | None = _opt(None, "overrides the hyp's label_smoothing")
-    freeze: int = _opt(0, "freeze the first N layers", least=0)
+    freeze: int | str = _opt(0, "freeze the first N layers, or parts by name: backbone, neck, head (comma-separated)")
     single_cls: bool = _opt(False, "train all classes as one")
     multi_scale: bool = _opt(False, "vary image size +/- 50%%")
     seed: int = _opt(0)
@@ -242,6 +243,8 @@ def _check_run_value(name: str, value: Any, source: str) -> Any:
         raise ValueError(f"{source}: expected a whole number >= {least}, got {value!r}")
     if choices and value is not None and value not in choices:
         raise ValueError(f"{source}: {value!r} is not one of {', '.join(choices)}")
+    if name == "freeze":
+        value = check_freeze(value, source)
     if name == "dfl_bin" and value is not None and value != "auto":
         from models.head import check_bin_width
         value = check_bin_width(value, f"{source} (or auto)")
@@ -251,6 +254,18 @@ def _check_run_value(name: str, value: Any, source: str) -> Any:
             raise ValueError(f"{source}: expected a fraction in [{lo}, {hi}], got {value!r}")
         value = float(value)
     return value
+
+
+def check_freeze(value: Any, source: str) -> int | str:
+    """--freeze: a layer count (>= 0), or comma-separated part names (FREEZE_PARTS), normalised."""
+    text = str(value).strip()
+    if not isinstance(value, bool) and text.isdigit():
+        return int(text)
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    bad = [p for p in parts if p not in FREEZE_PARTS]
+    if isinstance(value, bool) or not parts or bad:
+        raise ValueError(f"{source}: expected a layer count or part names ({', '.join(FREEZE_PARTS)}), got {value!r}")
+    return ",".join(parts)
 
 
 def split_data_defaults(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -310,6 +325,8 @@ def resolve(given: dict[str, Any], data: dict[str, Any]) -> TrainConfig:
             v, source = field_default(name), ""
         values[name] = _check_run_value(name, v, source or f"--{name.replace('_', '-')}")
         sources[name] = source
+    if values["weights"] and not sources["cfg"]:
+        values["cfg"] = ""  # --weights alone: the checkpoint's own architecture (as YOLOv5's train.py)
     recipe = None
     if values["recipe"] == "auto":
         from utils.data.recipe import decide  # reads the train json: sizes only, well under a second

@@ -48,7 +48,7 @@ class CocoDataset(Dataset):
     def __init__(self, json_path: str, img_dir: str, imgsz: int = 640, batch_size: int = 16, stride: int = 32,
                  hyp: dict | None = None, augment: bool = False, rect: bool = False, cache: bool = False,
                  names: list[str] | None = None, single_cls: bool = False, seed: int = 0, check: str = "header",
-                 split: str = "", verbose: bool = True):
+                 split: str = "", verbose: bool = True, rect_pad: float = 0.0):
         coco = load_coco(json_path, img_dir, names=names, check=check, split=split)
         self.report = coco.report
         if verbose:
@@ -73,6 +73,7 @@ class CocoDataset(Dataset):
         self.rng = np.random.default_rng(seed)
         self.stats = torch.zeros((STAT_SLOTS, len(STAT_KEYS)), dtype=torch.int64).share_memory_()
         self.batch_shapes = None
+        self.rect_pad = float(rect_pad)  # rect batch shapes grow by this many strides (YOLOv5's val.py: 0.5)
         self._bad: set[int] = set()  # indices that failed to decode in this process (warned once each)
         if rect:
             self._sort_for_rect()
@@ -117,7 +118,7 @@ class CocoDataset(Dataset):
                 shapes[b] = (a.max(), 1.0)
             elif a.min() > 1:  # all portrait
                 shapes[b] = (1.0, 1.0 / a.min())
-        self.batch_shapes = (np.ceil(shapes * self.imgsz / self.stride) * self.stride).astype(np.int64)
+        self.batch_shapes = (np.ceil(shapes * self.imgsz / self.stride + self.rect_pad) * self.stride).astype(np.int64)
 
     # ---- loading ----------------------------------------------------------------------------
     def _keep_native(self, i: int) -> bool:
@@ -286,7 +287,8 @@ def _worker_init(worker_id: int) -> None:
 def create_dataloader(split: dict, imgsz: int, batch_size: int, stride: int = 32, hyp: dict | None = None,
                       augment: bool = False, rect: bool = False, cache: bool = False, workers: int = 0,
                       shuffle: bool = False, seed: int = 0, rank: int = -1, names: list[str] | None = None,
-                      single_cls: bool = False, check: str = "header") -> tuple[DataLoader, CocoDataset]:
+                      single_cls: bool = False, check: str = "header", rect_pad: float = 0.0
+                      ) -> tuple[DataLoader, CocoDataset]:
     """split: {'json': path, 'images': folder[, 'name']} (one entry of load_data_config).
     Under DDP (rank >= 0) a DistributedSampler splits the data; call loader.sampler.set_epoch."""
     if rect and shuffle:
@@ -294,7 +296,7 @@ def create_dataloader(split: dict, imgsz: int, batch_size: int, stride: int = 32
         shuffle = False
     dataset = CocoDataset(split["json"], split["images"], imgsz, batch_size, stride, hyp, augment, rect, cache,
                           names, single_cls, seed + max(rank, 0), check, split.get("name", ""),
-                          verbose=rank in (-1, 0))
+                          verbose=rank in (-1, 0), rect_pad=rect_pad)
     sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed) if rank != -1 else None
     nw = max(min(workers, os.cpu_count() or 1, len(dataset)), 0)
     gen = torch.Generator()

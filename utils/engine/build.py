@@ -16,18 +16,17 @@ import yaml
 from models.head import BIN_WIDTH
 from models.yolo import Model, head_reads
 from utils.engine.checkpoint import model_from_checkpoint, read_checkpoint
+from utils.engine.freeze import freeze
+from utils.engine.transfer import transfer
 from utils.config import TrainConfig, repo_path
 from utils.logger import LOG
 
 def build_model(opt: TrainConfig | argparse.Namespace, nc: int, names: list[str], cat_ids: list[int]) -> Model:
     if opt.weights:
-        ck = read_checkpoint(opt.weights)
+        ck = read_checkpoint(opt.weights)  # ours, or a converted YOLOv5 / Ultralytics one
         src = model_from_checkpoint(ck, "model", opt.weights)
         model = Model(repo_path(opt.cfg) if opt.cfg else ck["model_yaml"], nc=nc, reg_max=opt.reg_max)
-        mine = model.state_dict()
-        fit = {k: v for k, v in src.state_dict().items() if k in mine and v.shape == mine[k].shape}
-        model.load_state_dict(fit, strict=False)
-        LOG.info(f"Transferred {len(fit)}/{len(mine)} tensors from {opt.weights}")
+        LOG.info(transfer(model, src).summary(opt.weights))
         if model.detect.anchor_free and src.detect.anchor_free:  # its box bins learned that width
             apply_bin_width(model, src.detect.bin_width, f"--weights {opt.weights}", opt.cfg)
     else:
@@ -36,11 +35,7 @@ def build_model(opt: TrainConfig | argparse.Namespace, nc: int, names: list[str]
         model.yaml["assigner"] = opt.assigner
     model.names, model.cat_ids = list(names), list(cat_ids)
     if opt.freeze:
-        for i, layer in enumerate(model.model):
-            if i < opt.freeze:
-                for p in layer.parameters():
-                    p.requires_grad_(False)
-        LOG.info(f"Froze layers 0-{opt.freeze - 1}")
+        LOG.info(freeze(model, opt.freeze))
     return model
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import re
 import tempfile
 from pathlib import Path
@@ -45,11 +46,28 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"{path}: weights file not found")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:  # pickled classes: maybe ultralytics/yolov5's or Ultralytics' (never run)
+        return _read_foreign(path)
     except Exception as e:  # torch raises many types for truncated/garbage files
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {first})") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "model_yaml" not in ckpt:
         raise CheckpointError(f"{path}: not a smalldet checkpoint (needs 'model' and 'model_yaml')")
+    return ckpt
+
+
+def _read_foreign(path: Path) -> dict[str, Any]:
+    """A checkpoint written by ultralytics/yolov5 or the Ultralytics package, converted (utils/engine/foreign.py)."""
+    from utils.engine.foreign import ForeignCheckpointError, load_foreign
+    from utils.logger import LOG
+
+    try:
+        ckpt = load_foreign(path)
+    except ForeignCheckpointError as e:
+        raise CheckpointError(str(e)) from None
+    src = ckpt["converted_from"]
+    LOG.info(f"{path}: written by {src['code']}, read as {src['config']} scale {src['scale']} "
+             f"(nc={len(ckpt['names'])}); `python -m utils.engine.convert` saves it as ours")
     return ckpt
 
 

@@ -65,13 +65,15 @@ def validate(data: str | dict = "data/shapes.yaml", weights: str | None = None, 
              save_json: bool = True, save_txt: bool = False, slice: int = 0, overlap: float = 0.2,
              slice_full: bool = False, project: str = "runs/val", name: str = "exp", exist_ok: bool = False,
              plots: bool = True, half: bool = False, verbose: bool = True, single_cls: bool = False,
-             workers: int = 2, multi_label: bool = True, protocol: str | Protocol = "coco",
+             workers: int = 2, multi_label: bool = True, rect_pad: float = 0.0, protocol: str | Protocol = "coco",
              options: EvalOptions = FULL_EVAL) -> dict[str, Any]:
     """Evaluate weights (a checkpoint path) or an in-memory model on the data's `task` split.
     Returns the protocol's figures (COCO: AP, AP50, AP75, APs, APm, APl, AP_vt (<8 px), AP_t (8-16),
     AP_s16 (16-32), AP_tiny (<16), AR*; AI-TOD: AP, AP50, AP75, AP_vt, AP_t, AP_s16, AP_m32 (>=32), AR100,
     AR300, AR1500, AR_*), precision, recall, per_class, speed (ms per image), fitness (0.1 AP50 + 0.9 AP),
     save_dir. max_det None keeps the protocol's count (COCO 300, AI-TOD 1500) after NMS.
+    multi_label False: each box keeps its best class only (Ultralytics' predict); rect_pad: the rect batch shapes
+    grow by this many strides (YOLOv5's val.py scores at 0.5: 256 px images run at 288).
     slice > 0: each original image is read from disk and run in slice px windows (utils/inference/slicing.py,
     plus a full-image pass with slice_full); the loader then only supplies labels, paths and metas."""
     if task not in TASKS:
@@ -105,7 +107,7 @@ def validate(data: str | dict = "data/shapes.yaml", weights: str | None = None, 
         from utils.data.dataset import create_dataloader
         gs = max(int(model.stride.max()), 32)
         dataloader, dataset = create_dataloader(data[split], imgsz, batch_size, gs, rect=True, augment=False,
-                                                shuffle=False, workers=workers, names=data["names"])
+                                                shuffle=False, workers=workers, names=data["names"], rect_pad=rect_pad)
     dataset = dataloader.dataset
     if len(dataset) == 0:
         raise ValueError(f"{data_src}: the {split} split has no images ({getattr(dataset, 'json_path', '')})")
