@@ -1,25 +1,29 @@
-"""The fixed inputs of the step-parity check: un-augmented demo-set batches and the initial weights.
+"""The fixed inputs of the step-parity check: un-augmented demo-set batches.
 
 Both sides of the check (ours.py here, reference.py with the original ultralytics/yolov5 code) read the
-same .npz files, so they start from the same numbers: images drawn by the demo set's own generator
-(utils/data/shapes.draw_image, deterministic on every machine) at the check's size, no letterbox needed
-(square), no augmentation; targets in YOLOv5's layout [image, class, cx, cy, w, h] normalised to 0-1.
-The initial weights are our yolov5n's from a fixed seed, written under the original's tensor names
-(the two layouts share names; only Detect's anchors differ: pixels here, grid units there).
+same batches.npz: images drawn by the demo set's own generator (utils/data/shapes.draw_image, deterministic
+on every machine) at the check's size, no letterbox needed (square), no augmentation; targets in YOLOv5's
+layout [image, class, cx, cy, w, h] normalised to 0-1. The initial weights are a checkpoint written by
+ultralytics/yolov5 (WEIGHTS, the shared fixture trained on the demo set): the original loads it with its own
+code, ours through train.py's --weights path (the converting reader), so both start from the same numbers.
 """
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 
 from utils.data.shapes import VERSION, draw_image
 
-SETTINGS = {"imgsz": 128, "batch": 8, "batches_per_epoch": 6, "epochs_run": 2, "epochs_nominal": 40,
-            "nc": 4, "seed": 0, "cfg": "yolov5n.yaml"}
+SETTINGS = {"imgsz": 128, "batch": 8, "batches_per_epoch": 6, "epochs_run": 2, "epochs_nominal": 40}
+ROOT = Path(__file__).resolve().parents[2]
+# ../shared/fixtures (SMALLDET_FIXTURES elsewhere): a yolov5n trained by ultralytics/yolov5 on the demo set
+FIXTURES = Path(os.environ.get("SMALLDET_FIXTURES") or ROOT.parent / "shared" / "fixtures")
+WEIGHTS = FIXTURES / "yolov5n-shapes.pt"
 
 
 def make_batches(imgsz: int, batch: int, n_batches: int) -> tuple[np.ndarray, np.ndarray]:
@@ -48,32 +52,11 @@ def digest(*arrays: np.ndarray) -> str:
     return h.hexdigest()[:16]
 
 
-def initial_model(cfg: str, nc: int, seed: int):
-    """Our model as train.py builds it from scratch, from a fixed seed."""
-    from models.yolo import Model
-
-    torch.manual_seed(seed)
-    return Model(cfg, nc=nc)
-
-
-def to_original_names(sd: dict[str, torch.Tensor], strides: torch.Tensor) -> dict[str, np.ndarray]:
-    """Our state dict as the original's: same names, anchors in grid units, no stride buffer."""
-    out = {}
-    for k, v in sd.items():
-        if k.endswith(".stride"):
-            continue
-        if k.endswith(".anchors"):
-            v = v / strides.view(-1, 1, 1)
-        out[k] = v.detach().cpu().numpy()
-    return out
-
-
-def write_inputs(out: Path, settings: dict = SETTINGS) -> tuple[Path, Path]:
-    """batches.npz and init.npz in out; returns their paths."""
+def write_inputs(out: Path, settings: dict = SETTINGS) -> Path:
+    """batches.npz and settings.json in out; returns the batches' path."""
     out.mkdir(parents=True, exist_ok=True)
     n = settings["batches_per_epoch"] * settings["epochs_run"]
     imgs, targets = make_batches(settings["imgsz"], settings["batch"], n)
-    model = initial_model(settings["cfg"], settings["nc"], settings["seed"])
     np.savez(out / "batches.npz", imgs=imgs, targets=targets)
-    np.savez(out / "init.npz", **to_original_names(model.state_dict(), model.stride))
-    return out / "batches.npz", out / "init.npz"
+    (out / "settings.json").write_text(json.dumps(settings))
+    return out / "batches.npz"

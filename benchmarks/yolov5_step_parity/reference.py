@@ -2,14 +2,15 @@
 """The original ultralytics/yolov5 side of the step-parity check (run with the peer venv, offline).
 
     /tmp/peer-venv/bin/python benchmarks/yolov5_step_parity/reference.py --repo /tmp/yolov5 \\
-        --inputs /tmp/parity --out /tmp/parity/reference.npz
+        --weights ../shared/fixtures/yolov5n-shapes.pt --inputs /tmp/parity --out /tmp/parity/reference.npz
 
 Imports the original's code from --repo at run time (its Model, ComputeLoss, smart_optimizer, ModelEMA) and
-runs its train.py loop on the fixed batches of batches.npz from the weights of init.npz (both written by
-ours.py): hyp.scratch-low with train.py's scaling of the loss gains, nbs=64 accumulation ramped over the
+runs its train.py loop on the fixed batches of batches.npz (written by ours.py) from --weights, a checkpoint
+of its own, loaded as its train.py loads --weights (a Model from the checkpoint's yaml, the checkpoint's
+state dict in fp32): hyp.scratch-low with train.py's scaling of the loss gains, nbs=64 accumulation ramped over the
 warmup, warmup of lr and momentum, weight-decay scaling, the per-epoch linear schedule (LambdaLR stepped at
 each epoch's end), gradient clipping at 10 and the EMA. Written: per-batch loss items, whether the batch
-ended in an optimizer step, each group's lr, and the final weights and EMA weights (original names).
+ended in an optimizer step, each group's lr, and the initial, final and EMA weights (original names).
 This file carries no YOLOv5 code: the loop below restates train.py's order of operations.
 """
 import argparse
@@ -22,7 +23,8 @@ import numpy as np
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--repo", type=Path, required=True, help="a snapshot of ultralytics/yolov5")
-ap.add_argument("--inputs", type=Path, required=True, help="folder with batches.npz, init.npz, settings.json")
+ap.add_argument("--weights", type=Path, required=True, help="a checkpoint written by ultralytics/yolov5")
+ap.add_argument("--inputs", type=Path, required=True, help="folder with batches.npz and settings.json")
 ap.add_argument("--out", type=Path, required=True)
 ap.add_argument("--double", action="store_true", help="run in float64 (separates real differences from fp32 noise)")
 a = ap.parse_args()
@@ -41,14 +43,15 @@ torch.set_num_threads(1)
 s = json.loads((a.inputs / "settings.json").read_text())
 batches = np.load(a.inputs / "batches.npz")
 imgs_all, targets_all = batches["imgs"], batches["targets"]
-init = np.load(a.inputs / "init.npz")
-
-model = Model(str(a.repo / "models" / s["cfg"]), ch=3, nc=s["nc"])
-sd = {k: torch.from_numpy(init[k]) for k in init.files}
-model.load_state_dict(sd, strict=True)
+ckpt = torch.load(a.weights, map_location="cpu", weights_only=False)  # its own pickle, read by its own code
+nc = ckpt["model"].yaml["nc"]
+model = Model(ckpt["model"].yaml, ch=3, nc=nc)
+model.load_state_dict(ckpt["model"].float().state_dict(), strict=True)
+model.half().float()  # as its train.py does before training (a no-op on weights read from fp16)
 dtype = torch.float64 if a.double else torch.float32
 model.to(dtype)
 torch.set_default_dtype(dtype)  # the loss's own accumulators and constants too
+initial = {f"init/{k}": v.detach().clone().numpy() for k, v in model.state_dict().items()}
 hyp = yaml.safe_load((a.repo / "data" / "hyps" / "hyp.scratch-low.yaml").read_text())
 
 batch_size, imgsz, epochs, nb = s["batch"], s["imgsz"], s["epochs_nominal"], s["batches_per_epoch"]
@@ -66,10 +69,10 @@ scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=lf)
 ema = ModelEMA(model)
 nl = model.model[-1].nl
 hyp["box"] *= 3 / nl
-hyp["cls"] *= s["nc"] / 80 * 3 / nl
+hyp["cls"] *= nc / 80 * 3 / nl
 hyp["obj"] *= (imgsz / 640) ** 2 * 3 / nl
 hyp["label_smoothing"] = 0.0
-model.nc, model.hyp = s["nc"], hyp
+model.nc, model.hyp = nc, hyp
 nw = max(round(hyp["warmup_epochs"] * nb), 100)
 last_opt_step = -1
 compute_loss = ComputeLoss(model)
@@ -108,5 +111,6 @@ for epoch in range(s["epochs_run"]):
 
 out = {f"model/{k}": v.detach().numpy() for k, v in model.state_dict().items()}
 out.update({f"ema/{k}": v.detach().numpy() for k, v in ema.ema.state_dict().items()})
-np.savez(a.out, items=np.array(items), loss=np.array(losses), stepped=np.array(stepped), lrs=np.array(lrs), **out)
+np.savez(a.out, items=np.array(items), loss=np.array(losses), stepped=np.array(stepped), lrs=np.array(lrs),
+         **initial, **out)
 print(f"wrote {a.out}: {int(np.sum(stepped))} optimizer steps over {len(items)} batches")
