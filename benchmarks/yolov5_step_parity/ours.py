@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.yolov5_step_parity.batches import SETTINGS, WEIGHTS, batch_targets, digest, write_inputs
+from benchmarks.yolov5_step_parity.batches import WEIGHTS, batch_targets, digest, write_inputs
 
 FIXED = (".anchors", ".stride")  # not trained, and kept in other units by the two codes
 
