@@ -59,8 +59,12 @@ def _resolve(cands: dict) -> tuple[dict, int]:
 
 def ref_iou_assign(anchors, strides, shapes, boxes, mask, anchor_t=4.0, mode="ratio",
                    iou_t=0.2):
-    """YOLOv5 v6 build_targets, one box at a time (its own neighbour-cell formulas)."""
-    cands, start = {}, []
+    """YOLOv5 v6 build_targets, one box at a time (its own neighbour-cell formulas): every
+    (image, position, box) pair that learns, sorted, as a list (a box can take one position twice),
+    and each position's objectness owner, the pair YOLOv5 writes last (its order is level, then
+    candidate cell own / left / up / right / down, then anchor, then box), and how many positions
+    more than one box wants."""
+    pairs, writers, start = [], {}, []
     n = 0
     for (h, w) in shapes:
         start.append(n)
@@ -74,33 +78,34 @@ def ref_iou_assign(anchors, strides, shapes, boxes, mask, anchor_t=4.0, mode="ra
             for lvl, ((h, w), s) in enumerate(zip(shapes, strides)):
                 gx, gy = (x1 + x2) / 2 / s, (y1 + y2) / 2 / s
                 gxi, gyi = w - gx, h - gy
-                cells = [(gx, gy)]
+                cells = [(0, gx, gy)]
                 if gx % 1 < 0.5 and gx > 1:
-                    cells.append((gx - 0.5, gy))
+                    cells.append((1, gx - 0.5, gy))
                 if gy % 1 < 0.5 and gy > 1:
-                    cells.append((gx, gy - 0.5))
+                    cells.append((2, gx, gy - 0.5))
                 if gxi % 1 < 0.5 and gxi > 1:
-                    cells.append((gx + 0.5, gy))
+                    cells.append((3, gx + 0.5, gy))
                 if gyi % 1 < 0.5 and gyi > 1:
-                    cells.append((gx, gy + 0.5))
+                    cells.append((4, gx, gy + 0.5))
                 for a in range(anchors.shape[1]):
                     aw, ah = anchors[lvl, a].tolist()
                     if mode == "ratio":
                         worst = max(bw / aw, aw / bw, bh / ah, ah / bh)
                         if not worst < anchor_t:
                             continue
-                        q = 1 / worst
                     else:
                         inter = min(bw, aw) * min(bh, ah)
-                        q = inter / (bw * bh + aw * ah - inter)
-                        if not q > iou_t:
+                        if not inter / (bw * bh + aw * ah - inter) > iou_t:
                             continue
-                    for cx, cy in cells:
+                    for k, cx, cy in cells:
                         ix = min(max(int(cx), 0), w - 1)
                         iy = min(max(int(cy), 0), h - 1)
                         idx = start[lvl] + (a * h + iy) * w + ix
-                        cands.setdefault((b, idx), []).append((q, g))
-    return _resolve(cands)
+                        pairs.append((b, idx, g))
+                        writers.setdefault((b, idx), []).append((k, g))
+    owner = {key: max(lst)[1] for key, lst in writers.items()}
+    contested = sum(len({gi for _, gi in lst}) > 1 for lst in writers.values())
+    return owner, sorted(pairs), contested
 
 
 def ref_atss_assign(pts, boxes, mask, topk=9, force=True, use_nwd=False, nwd_c=12.8):
@@ -147,18 +152,21 @@ def dense_to_dict(fg, gt_idx) -> dict:
 
 @pytest.mark.parametrize("mode", ["ratio", "iou"])
 def test_iou_assigner_matches_reference(mode):
-    contested = 0
+    contested = twice = 0
     for seed in range(6):
         strides = (8, 16, 32) if seed % 2 == 0 else (4, 8, 16, 32)
         anchors, strides, shapes, pts, boxes, mask = random_case(seed, strides=strides)
         if seed >= 3:  # whole-pixel boxes: centres land exactly on cell borders and middles
             boxes = boxes.round()
             boxes[..., 2:] = torch.max(boxes[..., 2:], boxes[..., :2] + 2)
-        fg, gt_idx = run(IoUAssigner(4.0, mode, 0.2), pts, boxes, mask)
-        ref, n = ref_iou_assign(anchors, strides, shapes, boxes, mask, mode=mode)
-        assert dense_to_dict(fg, gt_idx) == ref
+        r = IoUAssigner(4.0, mode, 0.2)(pts, boxes, mask)
+        owner, pairs, n = ref_iou_assign(anchors, strides, shapes, boxes, mask, mode=mode)
+        assert dense_to_dict(r.fg, r.gt_idx) == owner
+        assert sorted(map(tuple, r.pairs.tolist())) == pairs
         contested += n
+        twice += len(pairs) - len(set(pairs))
     assert contested > 0  # the conflict rule was exercised
+    assert twice > 0  # and a centre on a cell border (own cell twice)
 
 
 @pytest.mark.parametrize("use_nwd,force", [(False, True), (False, False), (True, True)])
@@ -212,10 +220,16 @@ def test_iou_assigner_hand_cases():
     fg, _ = run(a, pts, torch.tensor([[box(18, 10, 50, 10)]], dtype=torch.float64),
               torch.ones(1, 1, dtype=torch.bool))
     assert not fg.any()
-    # two boxes in the same cell: the better shape (ratio 1.2 beats 2.0) takes it
-    fg, gi = run(a, pts, torch.tensor([[box(12, 12, 20, 10), box(12, 12, 12, 10)]],
-                                      dtype=torch.float64), torch.ones(1, 2, dtype=torch.bool))
-    assert gi[0, 1 * 4 + 1].item() == 1 and fg[0, 1 * 4 + 1]
+    # two boxes in the same cell (grid (1.5, 1.5): no neighbours): as in YOLOv5 both learn it, whichever
+    # fits better (ratio 1.2 beats 2.0), and its objectness target is the later box's (YOLOv5's last write)
+    for order in ((20, 12), (12, 20)):
+        r = a(pts, torch.tensor([[box(12, 12, w, 10) for w in order]], dtype=torch.float64),
+              torch.ones(1, 2, dtype=torch.bool))
+        assert r.pairs.tolist() == [[0, 5, 0], [0, 5, 1]] and r.gt_idx[0, 5].item() == 1 and r.fg[0].sum() == 1
+    # a centre exactly on a cell's left and top border (grid (2.0, 1.0)): the own cell twice (YOLOv5's right
+    # and down tests pass there and truncate back onto it), the left neighbour, no upper one (gy > 1 fails)
+    r = a(pts, torch.tensor([[box(16, 8, 10, 10)]], dtype=torch.float64), torch.ones(1, 1, dtype=torch.bool))
+    assert sorted(r.pairs[:, 1].tolist()) == [1 * 4 + 1, 1 * 4 + 2, 1 * 4 + 2, 1 * 4 + 2]
 
 
 def test_atss_hand_cases():
@@ -309,12 +323,17 @@ def test_chunked_equals_dense_including_ties(name, dtype):
         per_box = a.bytes_per_box(grid, boxes.shape[0], boxes.element_size())
         for boxes_per_chunk in (1, 2, 5):
             got = _assign(a, grid, boxes, mask, cls, scores, pred, boxes_per_chunk * per_box)
-            for field in ("fg", "gt_idx", "boxes", "scores"):
+            for field in ("fg", "gt_idx", "boxes", "scores", "pairs"):
                 want, have = getattr(dense, field), getattr(got, field)
                 assert (want is None and have is None) or torch.equal(want, have), (seed, boxes_per_chunk, field)
-        # the copies of box 2 tie with it everywhere: every position they want goes to box 2
-        assert not (dense.fg & (dense.gt_idx >= 6) & (dense.gt_idx <= 8)).any()
-        tied += int((dense.fg & (dense.gt_idx == 2)).sum())
+        # the copies of box 2 tie with it everywhere: every position they want goes to box 2, or with
+        # YOLOv5's rule (iou) to its last writer, the last copy (box 8), while all four learn there
+        won, lost = (8, (2, 6, 7)) if name == "iou" else (2, (6, 7, 8))
+        assert not (dense.fg & torch.isin(dense.gt_idx, torch.tensor(lost))).any()
+        tied += int((dense.fg & (dense.gt_idx == won)).sum())
+        if name == "iou":
+            learns = {g: {(b, a) for b, a, gg in dense.pairs.tolist() if gg == g} for g in (2, 6, 7, 8)}
+            assert learns[2] and all(learns[g] == learns[2] for g in (6, 7, 8))
     assert tied > 0
 
 

@@ -19,7 +19,8 @@ from tests.conftest import make_coco
 from utils.inference.annotate import save_crops
 from utils.data.config import DatasetError, load_data_config
 from utils.paths import UniqueStems, safe_name
-from utils.inference.slicing import MAX_WINDOWS, slice_windows, sliced_predict
+from utils.data.windows import MAX_WINDOWS, slice_windows
+from utils.inference.slicing import sliced_predict
 
 
 def _untrained_weights(path: Path) -> Path:

@@ -68,9 +68,9 @@ def test_warmup_length_and_ramps():
     target = 0.01 * lf(2.0)
     assert opt.param_groups[1]["lr"] == pytest.approx(target / 2)
     assert opt.param_groups[0]["lr"] == pytest.approx((0.1 + target) / 2)
-    apply_lr(opt, HYP, lf, 5, 55, nw, nb, True)  # after warmup: the schedule at epoch 5.5
+    apply_lr(opt, HYP, lf, 5, 55, nw, nb, True)  # after warmup: the schedule at epoch 5, all through it
     for g in opt.param_groups:
-        assert g["lr"] == pytest.approx(0.01 * lf(5.5)) and g["momentum"] == 0.937
+        assert g["lr"] == pytest.approx(0.01 * lf(5)) and g["momentum"] == 0.937
     assert not math.isnan(opt.param_groups[0]["lr"])
 
 
@@ -102,7 +102,8 @@ def test_warmup_iterations_by_hand():
 
 def test_apply_lr_by_hand_during_and_after_warmup():
     """Every group's lr (and SGD momentum) at a few iterations, computed here from the definition:
-    linear from (bias: warmup_bias_lr, others: 0) at ni 0 to lr0 * lf(epoch + i / nb) at ni = nw."""
+    linear from (bias: warmup_bias_lr, others: 0) at ni 0 to lr0 * lf(epoch) at ni = nw; the schedule
+    moves once per epoch, as YOLOv5's LambdaLR stepped at each epoch's end."""
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
     hyp = {**HYP, "lr0": 0.02, "lrf": 0.1, "warmup_bias_lr": 0.2, "warmup_momentum": 0.6}
     lf = lr_lambda(4, hyp["lrf"])
@@ -111,7 +112,7 @@ def test_apply_lr_by_hand_during_and_after_warmup():
         opt = build_optimizer(model, name, 0.5, 0.9)
         for ni in (0, 3, 7, 11, 12, 20, 31):
             epoch = ni // nb
-            target = 0.02 * (1 - (epoch + (ni % nb) / nb) / 4 * (1 - 0.1))
+            target = 0.02 * (1 - epoch / 4 * (1 - 0.1))
             apply_lr(opt, hyp, lf, epoch, ni, nw, nb, sgd)
             for j, g in enumerate(opt.param_groups):
                 if ni < nw:

@@ -61,6 +61,15 @@ def reference_loss(model, preds, targets, hyp, imgsz, assigner):
     boxes, cls, mask = targets_to_padded(targets, b)
     assigned = assigner(grid, boxes, mask)
     fg, gt_idx = assigned.fg, assigned.gt_idx
+    # the boxes each position learns: all the pairs the assigner lists (YOLOv5's rule: several boxes, or one
+    # box twice), else the one box of each positive; the objectness target is that of the box gt_idx names
+    learners = {}
+    if assigned.pairs is not None:
+        for bi, k, g in assigned.pairs.tolist():
+            learners.setdefault((bi, k), []).append(g)
+    else:
+        for bi, k in fg.nonzero().tolist():
+            learners[(bi, k)] = [gt_idx[bi, k].item()]
     eps = hyp.get("label_smoothing", 0.0)
     cp, cn = 1 - eps / 2, eps / 2
     w_nwd, c_nwd = hyp.get("nwd", 0.0), hyp.get("nwd_c", 12.8)
@@ -76,13 +85,12 @@ def reference_loss(model, preds, targets, hyp, imgsz, assigner):
                         k = start + (a * h + y) * w + x
                         t = p[bi, a, y, x].detach().tolist()
                         tobj = 0.0
-                        if fg[bi, k]:
+                        for g in learners.get((bi, k), []):
                             sig = [1 / (1 + math.exp(-v)) for v in t[:4]]
                             px, py = (2 * sig[0] - 0.5 + x) * s, (2 * sig[1] - 0.5 + y) * s
                             pw = (2 * sig[2]) ** 2 * det.anchors[lvl, a, 0].item()
                             ph = (2 * sig[3]) ** 2 * det.anchors[lvl, a, 1].item()
                             pbox = [px - pw / 2, py - ph / 2, px + pw / 2, py + ph / 2]
-                            g = gt_idx[bi, k].item()
                             tb = boxes[bi, g].tolist()
                             ciou = tvops.complete_box_iou(torch.tensor([pbox]).double(),
                                                           torch.tensor([tb]).double()).item()
@@ -92,7 +100,8 @@ def reference_loss(model, preds, targets, hyp, imgsz, assigner):
                                   + ((ph - (tb[3] - tb[1])) / 2) ** 2)
                             nwd = math.exp(-math.sqrt(w2) / c_nwd)
                             box_terms.append((1 - w_nwd) * (1 - ciou) + w_nwd * (1 - nwd))
-                            tobj = max(0.0, (1 - w_nwd) * ciou + w_nwd * nwd)
+                            if g == gt_idx[bi, k].item():
+                                tobj = max(0.0, (1 - w_nwd) * ciou + w_nwd * nwd)
                             c = cls[bi, g].item()
                             cls_terms.append(sum(bce(t[5 + j], cp if j == c else cn)
                                                  for j in range(nc)) / nc)
@@ -105,7 +114,7 @@ def reference_loss(model, preds, targets, hyp, imgsz, assigner):
     lbox *= hyp["box"] * 3 / nl
     lobj *= hyp["obj"] * (imgsz / 640) ** 2 * 3 / nl
     lcls *= hyp["cls"] * nc / 80 * 3 / nl
-    return [lbox, lobj, lcls], int(fg.sum())
+    return [lbox, lobj, lcls], (sum(map(len, learners.values())), len(learners))
 
 
 HYP = {"box": 0.05, "obj": 1.0, "cls": 0.5}
@@ -127,8 +136,9 @@ def test_loss_matches_cell_by_cell_reference(name, extra, strides):
     hyp = {**HYP, **extra}
     loss = DetectionLoss(model, {**FULL, **hyp}, imgsz, assigner=name)
     total, items = loss(preds, targets)
-    ref, n_pos = reference_loss(model, preds, targets, hyp, imgsz, build_assigner(name, {**FULL, **hyp}))
+    ref, (n_pairs, n_pos) = reference_loss(model, preds, targets, hyp, imgsz, build_assigner(name, {**FULL, **hyp}))
     assert n_pos > 0
+    assert (n_pairs > n_pos) == (name == "iou")  # YOLOv5's rule: some positions learn several boxes
     # CIoU eps placement differs slightly from torchvision (~1e-8 relative)
     assert items.tolist() == pytest.approx(ref, rel=1e-6, abs=1e-12)
     assert total.item() == pytest.approx(sum(ref) * 2, rel=1e-6)

@@ -11,14 +11,19 @@ import torch
 class Assignment:
     """Per image and position: does it learn a box, which one, and (from some assigners) soft class targets.
 
-    A position learns at most one box. ``gt_idx`` and ``boxes`` off the positives hold box 0's index and
-    box, so a caller indexes them with ``fg`` and never needs to mask them.
+    A position learns at most one box, unless ``pairs`` lists more (YOLOv5's rule). ``gt_idx`` and
+    ``boxes`` off the positives hold box 0's index and box, so a caller indexes them with ``fg`` and never
+    needs to mask them.
     """
 
     fg: torch.Tensor                     # (B, A) bool: positives
     gt_idx: torch.Tensor                 # (B, A) long: the box a positive learns, 0 elsewhere
     gt_boxes: torch.Tensor               # (B, G, 4) xyxy pixels: the boxes gt_idx points into
     scores: torch.Tensor | None = None   # (B, A, nc) soft class targets (tal); None: the loss makes hard ones
+    # YOLOv5's rule (the iou assigner) lets a position learn several boxes, and one box the same position
+    # twice: every (image, position, box) pair that learns, (N, 3) long, in the assigner's order; fg / gt_idx
+    # then hold the pair whose match quality is the position's objectness target. None: the fg positions.
+    pairs: torch.Tensor | None = None
 
     @cached_property
     def boxes(self) -> torch.Tensor:

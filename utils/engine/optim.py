@@ -76,10 +76,12 @@ def apply_lr(optimizer: torch.optim.Optimizer, hyp: dict, lf: Callable[[float], 
     """Set each group's LR (and SGD momentum) for global iteration ni.
 
     During warmup the bias group (index 0) falls from warmup_bias_lr while the others rise
-    from 0; after it, the schedule follows lf at the current fractional epoch.
+    from 0; after it, the schedule follows lf. The schedule moves once per epoch (lf(epoch), as
+    YOLOv5's LambdaLR stepped at each epoch's end, and Ultralytics' scheduler): the same lr
+    for every batch of an epoch, also as the warmup's end point. ``ni`` and ``nb`` place the
+    warmup only.
     """
-    frac_epoch = epoch + (ni % nb) / nb if nb else epoch
-    target = hyp["lr0"] * lf(frac_epoch)
+    target = hyp["lr0"] * lf(epoch)
     for j, g in enumerate(optimizer.param_groups):
         if ni < nw:
             start = hyp.get("warmup_bias_lr", 0.0) if j == 0 else 0.0

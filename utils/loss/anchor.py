@@ -89,16 +89,24 @@ class DetectionLoss:
         fg, gt_idx = assigned.fg, assigned.gt_idx
         xy, wh, st, lv = grid.xy, grid.wh, grid.stride, grid.level
 
-        # gather positives level by level (views, no copy of the full maps)
-        rows, b_l, a_l = [], [], []
+        # the (image, position, box) pairs that learn: the assigner's own list where a position may learn
+        # several boxes (YOLOv5's rule), else one pair per positive
+        if assigned.pairs is not None:
+            pb, pa, pg = assigned.pairs.unbind(1)
+        else:
+            pb, pa = fg.nonzero(as_tuple=True)
+            pg = gt_idx[pb, pa]
+        # gather them level by level (views, no copy of the full maps)
+        rows, b_l, a_l, g_l = [], [], [], []
         for p, lay in zip(preds, grid.layout):
-            b, a = fg[:, lay.start:lay.start + lay.size].nonzero(as_tuple=True)
-            rows.append(p.reshape(bsz, lay.size, -1)[b, a])
+            on = (pa >= lay.start) & (pa < lay.start + lay.size)
+            b, a = pb[on], pa[on]
+            rows.append(p.reshape(bsz, lay.size, -1)[b, a - lay.start])
             b_l.append(b)
-            a_l.append(a + lay.start)
+            a_l.append(a)
+            g_l.append(pg[on])
         ps = torch.cat(rows).to(dt)
-        b, a = torch.cat(b_l), torch.cat(a_l)
-        g = gt_idx[b, a]
+        b, a, g = torch.cat(b_l), torch.cat(a_l), torch.cat(g_l)
         level = lv[a]
         n_pos = torch.bincount(level, minlength=self.nl).clamp(min=1).to(dt)
 
@@ -114,7 +122,9 @@ class DetectionLoss:
         # objectness over every cell; IoU-aware target on positives
         pobj = torch.cat([p[..., 4].reshape(bsz, -1) for p in preds], 1).to(dt)
         tobj = torch.zeros_like(pobj)
-        tobj[b, a] = quality.detach().clamp(min=0).to(tobj.dtype)
+        # a position learning several boxes takes the quality of the one the assigner names (gt_idx)
+        own = gt_idx[b, a] == g
+        tobj[b[own], a[own]] = quality.detach().clamp(min=0).to(tobj.dtype)[own]
         obj_pw = torch.tensor(self.obj_pw, device=dev, dtype=dt)
         lobj = (bce(pobj, tobj, obj_pw, self.gamma).sum(0) * obj_w).sum() / bsz
 
