@@ -17,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from utils.boxes import IGNORE_CLASS
 from utils.engine.checkpoint import checkpoint_yaml, save_checkpoint
 from utils.logger import LOG, RunLogger
 from utils.engine.optim import accumulation_at, apply_lr, build_optimizer, lr_lambda, warmup_iterations
@@ -190,7 +191,7 @@ class Trainer:
                 imgs = self.preprocess(imgs)
                 targets = targets.to(self.device)
                 if self.opt.get("single_cls"):
-                    targets[:, 1] = 0
+                    targets[targets[:, 1] != IGNORE_CLASS, 1] = 0  # ignore regions stay what they are
                 apply_lr(self.optimizer, self.hyp, self.lf, epoch, ni, self.nw, self.nb, self.sgd)
                 if self.opt.get("multi_scale"):
                     imgs, targets = self._rescale(imgs, targets)
