@@ -75,7 +75,7 @@ class CocoDataset(Dataset):
         self.min_box_px = float(self.hyp.get("min_box_px", 1.0))
         # training carries iscrowd=1 regions as label rows of IGNORE_CLASS (the loss skips their cells);
         # hyp crowd_ignore=0 drops them (their cells are background), evaluation never sees them
-        self.with_ignore = bool(hp.get("crowd_ignore", 1.0)) and any(len(r) for r in self.ignore)
+        self.with_ignore = augment and bool(hp.get("crowd_ignore", 1.0)) and any(len(r) for r in self.ignore)
         self.rng = np.random.default_rng(seed)
         self.stats = torch.zeros((STAT_SLOTS, len(STAT_KEYS)), dtype=torch.int64).share_memory_()
         self.batch_shapes = None
