@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests.eval.test_val import _run, log_text, odd_coco  # noqa: F401 - fixtures
 from utils.eval.coco import coco_eval
 from utils.eval.ignore_rules import apply_rule, covered_share
 from utils.eval.protocols import PROTOCOLS
@@ -234,3 +235,21 @@ def test_protocols_without_detections_and_the_table():
     for name in ("visdrone", "tinyperson"):
         proto = PROTOCOLS[name]
         assert set(proto.stats_keys) <= set(proto.figures)
+
+
+# ------------------------------------------------------------------ through val.py's engine
+def test_val_scores_and_prints_both_protocols(odd_coco, tmp_path, log_text):  # noqa: F811 - the fixtures
+    import json
+    from pathlib import Path
+
+    for name, title, cap in (("visdrone", "VisDrone-DET", 500), ("tinyperson", "TinyPerson", 300)):
+        res = _run(odd_coco, tmp_path, dict(jitter=0.15, extra=4), protocol=name, plots=False, name=name)
+        save = Path(res["save_dir"])
+        ref = coco_eval(json.loads(odd_coco.read_text()), json.loads((save / "predictions.json").read_text()),
+                        protocol=name)
+        for k in PROTOCOLS[name].figures:
+            assert res[k] == ref[k], (name, k)
+        metrics = json.loads((save / "metrics.json").read_text())
+        assert metrics["protocol"] == name and metrics["max_det"] == cap
+        assert f"pycocotools ({title}, maxDets {PROTOCOLS[name].max_det})" in log_text.getvalue()
+    assert "TinyPerson AP50: AP50_tiny (tiny, 1-20px)" in log_text.getvalue()
