@@ -316,12 +316,12 @@ def load_coco(json_path: str | Path, img_dir: str | Path, names: list[str] | Non
                 continue
             rep.add("unknown image id", f"{where}: image_id {iid!r:.40} is not in 'images'; skipped")
             continue
+        crowd = bool(a.get("iscrowd", 0))
         cid = a.get("category_id")
-        if not _int(cid) or cid not in cls_of:
+        if not crowd and (not _int(cid) or cid not in cls_of):  # a region needs no class
             rep.add("unknown category id", f"{where}: category_id {cid!r:.40} is not in 'categories' "
                                            f"{cat_ids}; skipped")
             continue
-        crowd = bool(a.get("iscrowd", 0))
         bb = a.get("bbox")
         if not isinstance(bb, (list, tuple)) or len(bb) != 4 or not all(_num(v) for v in bb):
             rep.add("bad bbox", f"{where}: bbox {bb!r:.60} is not 4 finite numbers [x, y, w, h]; skipped")
