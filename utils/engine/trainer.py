@@ -219,7 +219,7 @@ class Trainer:
                 if self.main:
                     mem = f"{torch.cuda.memory_reserved() / 1e9:.3g}G" if self.device.type == "cuda" else "0G"
                     bar.set_description(("%11s" * 2 + "%11.4g" * 5) % (
-                        f"{epoch}/{self.epochs - 1}", mem, *mloss.tolist(), targets.shape[0],
+                        f"{epoch}/{self.epochs - 1}", mem, *mloss.tolist(), int((targets[:, 1] != IGNORE_CLASS).sum()),
                         imgs.shape[-1]))
                 if self._should_stop():
                     break
