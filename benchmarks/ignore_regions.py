@@ -6,6 +6,7 @@ both on the untouched val split.
     python -m benchmarks.ignore_regions --make-variant            # writes the variant under --work
     python -m benchmarks.ignore_regions --mode ignore &            # the two trainings (start them together)
     python -m benchmarks.ignore_regions --mode drop &
+    python -m benchmarks.ignore_regions --score-last               # a reading of both last.pt before they end
 
 Model and budget are the ablation's dfl-half-r4 row (benchmarks/ablation.py): yolov5n-dfl-half, TAL,
 small-objects-dfl hyps with tile=0 tal_stal=true, --reg-max 4, 20 epochs at 320 px, batch 16, seed 0.
@@ -79,6 +80,27 @@ def run(mode: str, opt: argparse.Namespace) -> dict:
             "train_wall_min": round((time.perf_counter() - t0) / 60, 1)}
 
 
+def score_last(opt: argparse.Namespace) -> dict:
+    """Both runs' last.pt scored on the val split as they stand (a reading before they finish): the epochs
+    each has done and its COCO figures. Fair only when both have done the same number of epochs."""
+    import val
+    from utils.engine.checkpoint import read_checkpoint
+
+    out = {}
+    for mode in MODES:
+        w = opt.work / "runs" / mode / "weights" / "last.pt"
+        if not w.exists():
+            continue
+        done = int(read_checkpoint(w)["epoch"]) + 1
+        m = val.run(data=str(opt.work / "data.yaml"), weights=str(w), imgsz=opt.imgsz, batch_size=opt.batch,
+                    device="cpu", workers=0, project=str(opt.work / "partial"), name=mode, exist_ok=True,
+                    plots=False, verbose=False)
+        out[mode] = {"epochs_done": done, **{k: round(float(m[k]), 4) for k in ("AP", "AP50", "AP75", "APs", "APm",
+                                                                                 "AR100")}}
+        print(mode, out[mode], flush=True)
+    return out
+
+
 def merge(out: Path, key: str, value: dict, budget: dict) -> dict:
     """Put value under results[key] in ``out``, holding a lock so two runs finishing together both land."""
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -98,6 +120,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--data", default="data/deeppcb.yaml")
     ap.add_argument("--make-variant", action="store_true", help="write the variant under --work and exit")
     ap.add_argument("--mode", choices=list(MODES), help="ignore: honour the regions; drop: today's behaviour")
+    ap.add_argument("--score-last", action="store_true",
+                    help="score both runs' last.pt as they stand (before they finish) and record it under 'partial'")
     ap.add_argument("--fraction", type=float, default=0.3, help="share of train boxes made ignore regions")
     ap.add_argument("--variant-seed", type=int, default=0)
     ap.add_argument("--epochs", type=int, default=20)
@@ -119,8 +143,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{path}: {counts}")
         merge(opt.out, "variant", {**counts, "yaml": str(path)}, budget) if opt.out else None
         return
+    if opt.score_last:
+        merge(opt.out, "partial", score_last(opt), budget)
+        return
     if not opt.mode:
-        raise SystemExit("give --make-variant or --mode ignore|drop")
+        raise SystemExit("give --make-variant, --mode ignore|drop or --score-last")
     if not (opt.work / "data.yaml").exists():
         raise SystemExit(f"{opt.work / 'data.yaml'}: no variant yet; run with --make-variant first")
     row = run(opt.mode, opt)
