@@ -2,6 +2,7 @@
 
     python val.py --data data/shapes.yaml --weights runs/train/exp/weights/best.pt
     python val.py --data D --weights W --protocol aitod         # AI-TOD buckets at maxDets 1500
+    python val.py --data D --weights W --protocol visdrone      # or tinyperson: those benchmarks' own rules
     python val.py --data D --weights W --task speed            # timings only, no files
     python val.py --data D --weights best.onnx                  # or best.torchscript (made by export.py)
     python val.py --data D --weights W --slice auto             # slicing picked from the data (utils/data/recipe.py)
@@ -66,7 +67,10 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     a("--max-det", type=int, default=D["max_det"], help="boxes kept per image after NMS (default: 300, aitod 1500)")
     a("--task", default=D["task"], choices=TASKS)
     a("--protocol", default=D["protocol"], choices=tuple(PROTOCOLS),
-      help="coco: COCO figures plus tiny buckets; aitod: AI-TOD buckets (<8, 8-16, 16-32, >=32 px) at maxDets 1500")
+      help="coco: COCO figures plus tiny buckets; aitod: AI-TOD buckets (<8, 8-16, 16-32, >=32 px) at maxDets 1500; "
+           "visdrone: VisDrone-DET (boxes half inside ignored regions dropped, maxDets 500); tinyperson: AP50 "
+           "over TinyPerson's tiny1-3/small buckets, ignore and uncertain boxes not counted "
+           "(docs/evaluation-protocols.md)")
     a("--device", default=D["device"], help="'' (auto), cpu, 0, cuda:0")
     a("--workers", type=int, default=D["workers"])
     a("--single-cls", action="store_true")

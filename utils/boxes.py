@@ -17,6 +17,10 @@ import torchvision.ops as tvops
 
 ArrayLike = torch.Tensor | np.ndarray
 
+# The class of an ignore region (COCO iscrowd=1) in a label row: carried with the boxes so that every
+# augmentation moves it, split off by the loss, never an object (docs/ignore-regions.md).
+IGNORE_CLASS = -1
+
 # Wang et al. 2021 (NWD) set C to the average absolute object size of AI-TOD, 12.8 px.
 NWD_C = 12.8
 

@@ -30,7 +30,7 @@ DEFAULT_HYP = ROOT / "configs" / "hyps" / "default.yaml"
 TEXT_KEYS = {"optimizer", "assigner"}  # the only non-numeric keys a hyp file may hold
 # probabilities and fractions; every other numeric key must be >= 0
 UNIT = {"hsv_h", "hsv_s", "hsv_v", "translate", "flipud", "fliplr", "mosaic", "mixup", "copy_paste", "tile",
-        "nwd", "label_smoothing", "momentum", "warmup_momentum", "iou_t"}
+        "nwd", "label_smoothing", "momentum", "warmup_momentum", "iou_t", "crowd_ignore"}
 POSITIVE = {"lr0", "nbs", "atss_topk", "tal_topk", "anchor_t", "nwd_c", "grad_clip"}
 OPTIMIZERS = ("SGD", "Adam", "AdamW")
 ASSIGNERS = ("iou", "atss", "tal")

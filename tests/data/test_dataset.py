@@ -258,14 +258,18 @@ def test_cli_summary_and_exit_status(tmp_path, capsys):
     assert r.returncode != 0 and "instances_val.json: malformed JSON at line 1" in r.stdout
 
 
-def test_crowd_regions_are_not_training_boxes(tmp_path):
+def test_crowd_regions_are_ignore_regions_not_boxes(tmp_path):
     crowd = {**ann(2, 1, [20, 14, 10, 10]), "iscrowd": 1}
-    js, img_dir = write_split(tmp_path, {"a.png": blank()}, [ann(1, 1, [6, 4, 14, 8]), crowd])
+    bad_crowd = {**ann(3, 1, [20, 14, 0, 10]), "iscrowd": 1}
+    classless = {**ann(4, 1, [0, 20, 8, 8], cat=0), "iscrowd": 1}  # a region needs no known category
+    js, img_dir = write_split(tmp_path, {"a.png": blank()}, [ann(1, 1, [6, 4, 14, 8]), crowd, bad_crowd, classless])
     split = load_coco(js, img_dir, check="none")
-    assert split.report.counts["crowd ignored"] == 1
+    assert split.report.ignore_regions == 2 and split.report.counts == {"zero or negative size": 1}
+    assert "ignore regions (iscrowd=1): 2" in split.report.summary()
     assert split.boxes[0].shape[0] == 1 and split.boxes[0][0, 1:].tolist() == [6, 4, 20, 12]
+    assert split.ignore[0].tolist() == [[20, 14, 30, 24], [0, 20, 8, 28]]
     ds = CocoDataset(str(js), str(img_dir), 64, augment=False)
-    assert ds[0][1].shape == (1, 5)
+    assert ds[0][1].shape == (1, 5)  # evaluation sees the boxes only
 
 
 def test_dataset_key_resolves_under_smalldet_datasets(tmp_path, monkeypatch):

@@ -2,11 +2,14 @@
 
 Without instance masks, an object is carried with a small margin of its own background whose
 edge is faded into the target image, so the patch has no hard rectangular border for the
-detector to learn. Patches go only where they do not overlap an existing box.
+detector to learn. Patches go only where they do not overlap an existing box or ignore region, and
+ignore regions (class IGNORE_CLASS) are never pasted.
 """
 from __future__ import annotations
 
 import numpy as np
+
+from utils.boxes import IGNORE_CLASS
 
 MARGIN = 2  # px of context carried around each object and faded out
 
@@ -34,7 +37,7 @@ def copy_paste_small(img: np.ndarray, boxes: np.ndarray, donor: np.ndarray, dono
     if len(donor_boxes) == 0:
         return img, boxes
     wh = donor_boxes[:, 3:5] - donor_boxes[:, 1:3]
-    ok = (wh.max(1) <= max_side) & (wh.min(1) >= max(min_box_px, 1.0))
+    ok = (wh.max(1) <= max_side) & (wh.min(1) >= max(min_box_px, 1.0)) & (donor_boxes[:, 0] != IGNORE_CLASS)
     cand = donor_boxes[ok]
     if len(cand) == 0:
         return img, boxes

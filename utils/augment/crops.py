@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from utils.augment.transforms import classify_kept
+from utils.boxes import IGNORE_CLASS
 
 
 def _axis_start(lo_box: float, hi_box: float, extent: int, size: int, rng: np.random.Generator) -> int:
@@ -63,5 +64,6 @@ def crop_boxes(boxes: np.ndarray, window: tuple[int, int, int, int], min_box_px:
     new = b[:, 1:5] - np.array([x0, y0, x0, y0], np.float32)
     new[:, [0, 2]] = new[:, [0, 2]].clip(0, x1 - x0)
     new[:, [1, 3]] = new[:, [1, 3]].clip(0, y1 - y0)
-    keep, small, cut = classify_kept(new, b[:, 3:5] - b[:, 1:3], 1.0, min_box_px, area_thr)
+    keep, small, cut = classify_kept(new, b[:, 3:5] - b[:, 1:3], 1.0, min_box_px, area_thr,
+                                     ignore=b[:, 0] == IGNORE_CLASS)
     return np.concatenate((b[keep, :1], new[keep]), 1), small, cut

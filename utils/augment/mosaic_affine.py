@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from utils.augment.transforms import PAD_VALUE, affine_boxes, affine_matrix, classify_kept
+from utils.boxes import IGNORE_CLASS
 
 _CANVAS: dict[int, np.ndarray] = {}  # reused canvases (key 2*size) and resize windows (key -size)
 
@@ -54,7 +55,8 @@ def _axis_boxes(allb: np.ndarray, M: np.ndarray, gain: float, size: int, min_box
     sx, sy, tx, ty = M[0, 0], M[1, 1], M[0, 2], M[1, 2]
     new = allb[:, 1:5].astype(np.float64) * (sx, sy, sx, sy) + (tx, ty, tx, ty)
     new = np.clip(new, 0, size).astype(np.float32)
-    keep, small, cut = classify_kept(new, allb[:, 3:5] - allb[:, 1:3], gain, min_box_px, area_thr)
+    keep, small, cut = classify_kept(new, allb[:, 3:5] - allb[:, 1:3], gain, min_box_px, area_thr,
+                                     ignore=allb[:, 0] == IGNORE_CLASS)
     return np.concatenate((allb[keep, :1], new[keep]), 1).astype(np.float32), (small, cut)
 
 

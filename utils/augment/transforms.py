@@ -1,14 +1,18 @@
 """Image + box augmentation: letterbox, mosaic, random affine/perspective, HSV, flips, mixup.
 
 All functions take BGR uint8 images (H, W, 3) and boxes as float (n, 5) [cls, x1, y1, x2, y2] in
-pixels of that image, and return the same. Random draws come from a numpy Generator passed
-in, so each DataLoader worker (seeded apart) makes its own choices reproducibly.
+pixels of that image, and return the same. Rows of class IGNORE_CLASS are ignore regions: they move
+with the pixels like boxes, and the box filters keep them while any part is in view. Random draws
+come from a numpy Generator passed in, so each DataLoader worker (seeded apart) makes its own choices
+reproducibly.
 """
 from __future__ import annotations
 
 
 import cv2
 import numpy as np
+
+from utils.boxes import IGNORE_CLASS
 
 PAD_VALUE = 114  # YOLOv5's grey for letterbox and mosaic borders
 
@@ -42,11 +46,13 @@ def letterbox(img: np.ndarray, new_shape: int | tuple[int, int] = 640, color: in
 
 
 def classify_kept(new: np.ndarray, before_wh: np.ndarray, gain: float, min_box_px: float, area_thr: float = 0.1,
-                  ar_thr: float = 100.0) -> tuple[np.ndarray, int, int]:
+                  ar_thr: float = 100.0, ignore: np.ndarray | None = None) -> tuple[np.ndarray, int, int]:
     """Which transformed + clipped boxes to keep. new: (n, 4) xyxy after clipping; before_wh: (n, 2)
     sizes before the transform; gain: the transform's scale. Returns (keep mask, dropped_small,
     dropped_cut): 'small' are boxes still in view but narrower or shorter than min_box_px,
-    'cut' are boxes mostly pushed out of the frame (visible area <= area_thr) or reduced to slivers."""
+    'cut' are boxes mostly pushed out of the frame (visible area <= area_thr) or reduced to slivers.
+    ignore: (n,) bool, rows that are ignore regions (IGNORE_CLASS): kept while any of them is in view,
+    never counted (whatever part of a region is left still holds unlabelled objects)."""
     w, h = new[:, 2] - new[:, 0], new[:, 3] - new[:, 1]
     was_visible = (before_wh[:, 0] > 0) & (before_wh[:, 1] > 0)  # boxes cut away earlier are not counted again
     visible = w.clip(0) * h.clip(0) / (before_wh[:, 0] * before_wh[:, 1] * gain * gain + 1e-9)
@@ -56,6 +62,9 @@ def classify_kept(new: np.ndarray, before_wh: np.ndarray, gain: float, min_box_p
     keep = in_view & big_enough & (ar < ar_thr)
     small = in_view & ~big_enough
     cut = was_visible & ~keep & ~small
+    if ignore is not None and ignore.any():
+        keep = np.where(ignore, was_visible & (w > 0) & (h > 0), keep)
+        small, cut = small & ~ignore, cut & ~ignore
     return keep, int(small.sum()), int(cut.sum())
 
 
@@ -161,7 +170,8 @@ def affine_boxes(boxes: np.ndarray, M: np.ndarray, gain: float, out_wh: tuple[in
     if len(boxes) == 0:
         return boxes.reshape(0, 5).astype(np.float32), (0, 0)
     new = transform_boxes(boxes[:, 1:5], M, clip=out_wh)
-    keep, small, cut = classify_kept(new, boxes[:, 3:5] - boxes[:, 1:3], gain, min_box_px, area_thr)
+    keep, small, cut = classify_kept(new, boxes[:, 3:5] - boxes[:, 1:3], gain, min_box_px, area_thr,
+                                     ignore=boxes[:, 0] == IGNORE_CLASS)
     return np.concatenate((boxes[keep, :1], new[keep]), 1).astype(np.float32), (small, cut)
 
 

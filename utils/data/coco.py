@@ -56,6 +56,7 @@ class DatasetReport:
     messages: list[str] = field(default_factory=list)  # the first MAX_STORED_MESSAGES problems
     fatal: str = ""            # set when the split cannot be used
     boxes_of_skipped: int = 0  # annotations left unused because their image was skipped
+    ignore_regions: int = 0    # iscrowd=1 regions: no loss where they lie (docs/ignore-regions.md)
 
     def add(self, kind: str, message: str) -> None:
         self.counts[kind] += 1
@@ -87,6 +88,8 @@ class DatasetReport:
         if self.converted:
             lines.append("  converted to 8-bit RGB when loaded: " + ", ".join(
                 f"{m} {c}" for m, c in sorted(self.converted.items())))
+        if self.ignore_regions:
+            lines.append(f"  ignore regions (iscrowd=1): {self.ignore_regions}")
         if self.boxes_of_skipped:
             lines.append(f"  boxes on skipped images (not used): {self.boxes_of_skipped}")
         if not self.counts:
@@ -115,6 +118,8 @@ class CocoSplit:
     convert: np.ndarray            # (N,) bool: alpha / 16-bit / float images, decoded by the slow path
     report: DatasetReport
     orientation: np.ndarray | None = None  # (N,) EXIF orientation 1-8 (0: not read, check='none')
+    # (k, 4) float32 [x1, y1, x2, y2] original px per image: iscrowd=1 regions (docs/ignore-regions.md)
+    ignore: list[np.ndarray] = field(default_factory=list)
 
 
 def _read_json(path: Path) -> dict:
@@ -312,6 +317,7 @@ def load_coco(json_path: str | Path, img_dir: str | Path, names: list[str] | Non
     # annotations, grouped per kept image
     per_img: list[list[list[float]]] = [[] for _ in rows_id]
     per_ids: list[list[int]] = [[] for _ in rows_id]
+    per_ign: list[list[list[float]]] = [[] for _ in rows_id]
     skipped_img_ids = set(seen_ids) - set(keep)
     seen_ann: dict[int, int] = {}  # annotation id -> index of its first record
     for i, a in enumerate(anns):
@@ -335,13 +341,11 @@ def load_coco(json_path: str | Path, img_dir: str | Path, names: list[str] | Non
                 continue
             rep.add("unknown image id", f"{where}: image_id {iid!r:.40} is not in 'images'; skipped")
             continue
+        crowd = bool(a.get("iscrowd", 0))
         cid = a.get("category_id")
-        if not _int(cid) or cid not in cls_of:
+        if not crowd and (not _int(cid) or cid not in cls_of):  # a region needs no class
             rep.add("unknown category id", f"{where}: category_id {cid!r:.40} is not in 'categories' "
                                            f"{cat_ids}; skipped")
-            continue
-        if a.get("iscrowd", 0):
-            rep.add("crowd ignored", f"{where}: iscrowd=1 region not used for training")
             continue
         bb = a.get("bbox")
         if not isinstance(bb, (list, tuple)) or len(bb) != 4 or not all(_num(v) for v in bb):
@@ -359,12 +363,16 @@ def load_coco(json_path: str | Path, img_dir: str | Path, names: list[str] | Non
             continue
         if (x1, y1, x2, y2) != (x, y, x + bw, y + bh):
             rep.add("box clipped", f"{where}: bbox {bb} extends outside the {w}x{h} image; clipped")
+        if crowd:  # a region nobody labelled box by box: training gives its cells no loss
+            per_ign[row].append([x1, y1, x2, y2])
+            continue
         per_img[row].append([cls_of[cid], x1, y1, x2, y2])
         per_ids[row].append(aid)
 
     boxes = [np.asarray(b, dtype=np.float32).reshape(-1, 5) for b in per_img]
     allb = np.concatenate(boxes) if boxes else np.zeros((0, 5), np.float32)
     rep.images = len(rows_id)
+    rep.ignore_regions = sum(len(r) for r in per_ign)
     rep.negatives = sum(len(b) == 0 for b in boxes)
     rep.boxes = len(allb)
     rep.per_class = np.bincount(allb[:, 0].astype(np.int64), minlength=len(cat_names)).tolist()
@@ -377,4 +385,5 @@ def load_coco(json_path: str | Path, img_dir: str | Path, names: list[str] | Non
     return CocoSplit(str(json_path), str(img_dir), cat_names, cat_ids, np.asarray(rows_id, dtype=np.int64),
                      rows_file, np.asarray(rows_hw, dtype=np.int64).reshape(-1, 2), boxes,
                      [np.asarray(x, dtype=np.int64) for x in per_ids], np.asarray(rows_conv, dtype=bool), rep,
-                     np.asarray(rows_orient, dtype=np.int64))
+                     np.asarray(rows_orient, dtype=np.int64),
+                     [np.asarray(r, dtype=np.float32).reshape(-1, 4) for r in per_ign])

@@ -6,7 +6,8 @@ prints one validation summary per split and exits non-zero when a split cannot b
 
 Items follow docs/interfaces.md: (img uint8 (3, H, W) RGB, labels float (n, 5) [cls, cx, cy, w, h]
 in pixels of img, path, meta{image_id, orig_shape, ratio, pad}) with
-original = (letterboxed - pad) / ratio.
+original = (letterboxed - pad) / ratio. In training, labels also hold the image's ignore regions
+(COCO iscrowd=1) as rows of class IGNORE_CLASS (-1): docs/ignore-regions.md.
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from utils.augment.copy_paste import copy_paste_small
 from utils.data.image_io import read_image
 from utils.data.config import load_data_config
 from utils.augment.crops import class_balance_weights, crop_boxes, tile_window
+from utils.boxes import IGNORE_CLASS
 
 __all__ = ["CocoDataset", "DatasetError", "collate_fn", "create_dataloader", "load_data_config", "read_image"]
 LOG = logging.getLogger("smalldet")
@@ -66,6 +68,7 @@ class CocoDataset(Dataset):
         # how read_image decodes (utils/data/image_io.py); orientation 0: not known, read_image reads it
         self.orientation = coco.orientation if coco.orientation is not None else np.zeros(len(coco.files), np.int64)
         self.bit_depth = bit_depth
+        self.ignore = coco.ignore or [np.zeros((0, 4), np.float32)] * len(self.files)
         if imgsz % stride:
             raise ValueError(f"imgsz {imgsz} must be a multiple of the model stride {stride}")
         self.imgsz, self.stride, self.batch_size = int(imgsz), int(stride), int(batch_size)
@@ -79,6 +82,9 @@ class CocoDataset(Dataset):
         self.class_counts = np.bincount(np.concatenate([b[:, 0] for b in self.boxes] + [np.zeros(0)]).astype(np.int64),
                                         minlength=len(self.names))
         self.min_box_px = float(self.hyp.get("min_box_px", 1.0))
+        # training carries iscrowd=1 regions as label rows of IGNORE_CLASS (the loss skips their cells);
+        # hyp crowd_ignore=0 drops them (their cells are background), evaluation never sees them
+        self.with_ignore = augment and bool(hp.get("crowd_ignore", 1.0)) and any(len(r) for r in self.ignore)
         self.rng = np.random.default_rng(seed)
         self.stats = torch.zeros((STAT_SLOTS, len(STAT_KEYS)), dtype=torch.int64).share_memory_()
         self._stats_np = self.stats.numpy()  # the same shared memory: a numpy += costs ~1 us, torch's ~40
@@ -120,6 +126,7 @@ class CocoDataset(Dataset):
         self.files = [self.files[i] for i in order]
         self.boxes = [self.boxes[i] for i in order]
         self.ann_ids = [self.ann_ids[i] for i in order]
+        self.ignore = [self.ignore[i] for i in order]
         self.image_ids, self.shapes, self.special = self.image_ids[order], self.shapes[order], self.special[order]
         self.orientation = self.orientation[order]
         ar = ar[order]
@@ -192,10 +199,13 @@ class CocoDataset(Dataset):
         if tile is None:
             tile = self._keep_native(i) and self.rng.random() < self.tile_p
         b = self.boxes[i]
+        if self.with_ignore and len(self.ignore[i]):
+            b = np.concatenate((b, np.insert(self.ignore[i], 0, IGNORE_CLASS, axis=1)))
         if tile:
             img = self._read(i, native=True)
-            w = class_balance_weights(b[:, 0], self.class_counts, self.tile_balance) if self.tile_balance else None
-            win = tile_window(img.shape[:2], b[:, 1:5], self.imgsz, self.rng, weights=w)
+            obj = self.boxes[i]  # tiles are centred on objects, never on ignore regions
+            w = class_balance_weights(obj[:, 0], self.class_counts, self.tile_balance) if self.tile_balance else None
+            win = tile_window(img.shape[:2], obj[:, 1:5], self.imgsz, self.rng, weights=w)
             boxes, small, cut = crop_boxes(b, win, self.min_box_px)
             self._count(0, small, cut)
             return img[win[1]:win[3], win[0]:win[2]], boxes, (1.0, 1.0), (float(win[0]), float(win[1]))
@@ -297,12 +307,12 @@ class CocoDataset(Dataset):
                 img, boxes = flip_lr(img, boxes)
             if hyp.get("flipud", 0) and rng.random() < hyp["flipud"]:
                 img, boxes = flip_ud(img, boxes)
-            self._count(len(boxes), 0, 0)
+            self._count(int((boxes[:, 0] != IGNORE_CLASS).sum()), 0, 0)
         else:
             img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
         labels = xyxy_to_cxcywh(boxes.reshape(-1, 5))
         if self.single_cls:
-            labels[:, 0] = 0
+            labels[labels[:, 0] != IGNORE_CLASS, 0] = 0
         meta = {"image_id": int(self.image_ids[i]), "orig_shape": (h0, w0), "ratio": ratio, "pad": pad}
         # (3, H, W) as a view of the HWC pixels: collate_fn writes the planes into the batch in one pass
         img = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)

@@ -17,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from utils.boxes import IGNORE_CLASS
 from utils.checkpoints.checkpoint import checkpoint_yaml, read_checkpoint, save_checkpoint
 from utils.logger import LOG, RunLogger
 from utils.engine.optim import accumulation_at, apply_lr, build_optimizer, lr_lambda, warmup_iterations
@@ -201,7 +202,7 @@ class Trainer:
                 imgs = self.preprocess(imgs)
                 targets = targets.to(self.device)
                 if self.opt.get("single_cls"):
-                    targets[:, 1] = 0
+                    targets[targets[:, 1] != IGNORE_CLASS, 1] = 0  # ignore regions stay what they are
                 apply_lr(self.optimizer, self.hyp, self.lf, epoch, ni, self.nw, self.nb, self.sgd)
                 if self.opt.get("multi_scale"):
                     imgs, targets = self._rescale(imgs, targets)
@@ -229,7 +230,7 @@ class Trainer:
                 if self.main:
                     mem = f"{torch.cuda.memory_reserved() / 1e9:.3g}G" if self.device.type == "cuda" else "0G"
                     bar.set_description(("%11s" * 2 + "%11.4g" * 5) % (
-                        f"{epoch}/{self.epochs - 1}", mem, *mloss.tolist(), targets.shape[0],
+                        f"{epoch}/{self.epochs - 1}", mem, *mloss.tolist(), int((targets[:, 1] != IGNORE_CLASS).sum()),
                         imgs.shape[-1]))
                 if self._should_stop():
                     break

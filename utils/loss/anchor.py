@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 
 from utils.assign import CellGrid
+from utils.loss.ignore import ignored_positions, split_ignore
 from utils.loss.common import (GridCache, bce, box_quality, check_maps, checked_targets, detect_head, loss_dtype,
                                nwd_weight, pick_assigner, smooth_bce_targets)
 
@@ -39,6 +40,8 @@ class DetectionLoss:
     - obj: BCE over all cells; positives' target is their (blended) box quality, detached
       and clipped at 0 (IoU-aware); per-level mean weighted by ``level_balance(stride)``.
     - cls: BCE over positives with label smoothing (only when nc > 1).
+    - ignore regions (target rows of class IGNORE_CLASS): positions whose cell centre lies in one give
+      no loss of any kind (utils/loss/ignore.py).
     Gains follow YOLOv5's scaling: box *= 3/nl, cls *= nc/80 * 3/nl,
     obj *= (imgsz/640)^2 * 3/nl -- applied here, so train.py must not scale them again.
     ``hyp`` is a complete hyp mapping (utils/config.py; a missing key is a KeyError naming it).
@@ -84,15 +87,22 @@ class DetectionLoss:
         dt = loss_dtype(preds)
         grid = self._grids.get(preds, dt, self.det.anchors)
         obj_w = self._obj_weights(grid, dt)
+        targets, regions = split_ignore(targets)
         gt_boxes, gt_cls, gt_mask = checked_targets(targets, bsz, self.nc, dev, dt)
         assigned = self.assigner(grid, gt_boxes, gt_mask, gt_cls=gt_cls)
         fg, gt_idx = assigned.fg, assigned.gt_idx
+        keep = None if regions is None else ~ignored_positions(grid.xy, regions, bsz)
+        if keep is not None:  # positions in an ignore region: neither positives nor background
+            fg = fg & keep
         xy, wh, st, lv = grid.xy, grid.wh, grid.stride, grid.level
 
         # the (image, position, box) pairs that learn: the assigner's own list where a position may learn
         # several boxes (YOLOv5's rule), else one pair per positive
         if assigned.pairs is not None:
             pb, pa, pg = assigned.pairs.unbind(1)
+            if keep is not None:  # the same rule for every pair: none learns inside an ignore region
+                on = keep[pb, pa]
+                pb, pa, pg = pb[on], pa[on], pg[on]
         else:
             pb, pa = fg.nonzero(as_tuple=True)
             pg = gt_idx[pb, pa]
@@ -126,7 +136,10 @@ class DetectionLoss:
         own = gt_idx[b, a] == g
         tobj[b[own], a[own]] = quality.detach().clamp(min=0).to(tobj.dtype)[own]
         obj_pw = torch.tensor(self.obj_pw, device=dev, dtype=dt)
-        lobj = (bce(pobj, tobj, obj_pw, self.gamma).sum(0) * obj_w).sum() / bsz
+        obj_err = bce(pobj, tobj, obj_pw, self.gamma)
+        if keep is not None:
+            obj_err = torch.where(keep, obj_err, 0.0)
+        lobj = (obj_err.sum(0) * obj_w).sum() / bsz
 
         # classes over positives
         if self.nc > 1:

@@ -9,6 +9,8 @@
   the two bins either side of the true distance, weighted by proximity (Li et al. 2020).
 Gains: hyp ``dfl_box``, ``dfl_cls``, ``dfl`` (YOLOv8's published values in default.yaml).
 Returns ``(total * batch_size, [box, dfl, cls])`` like DetectionLoss.
+Ignore regions (target rows of class IGNORE_CLASS): positions whose cell centre lies in one give no
+loss of any kind (utils/loss/ignore.py).
 
 The assigner is tal by default; atss (soft targets IoU(pred, gt)) also fits. With hyp
 ``atss_warmup_epochs`` N > 0, atss assigns for epochs < N and the chosen assigner after (PP-YOLOE,
@@ -24,6 +26,7 @@ import torch
 import torch.nn as nn
 
 from utils.assign import Assigner, TaskAlignedAssigner, build_assigner
+from utils.loss.ignore import ignored_positions, split_ignore
 from utils.loss.common import (GridCache, bce, box_quality, check_maps, checked_targets, detect_head, loss_dtype,
                                nwd_weight, pick_assigner)
 
@@ -94,18 +97,26 @@ class DFLLoss:
         with torch.no_grad():  # every cell's box feeds the assigner; only positives' boxes need a gradient
             pbox = self._boxes(dist_logits, points, strides)
 
+        targets, regions = split_ignore(targets)
         gt_boxes, gt_cls, gt_mask = checked_targets(targets, bsz, self.nc, dev, dt)
         t = self.active_assigner(grid, gt_boxes, gt_mask, gt_cls=gt_cls, pred_scores=cls_logits.detach().sigmoid(),
                           pred_boxes=pbox)
-        score_sum = t.scores.sum().clamp(min=1.0)
+        fg, scores = t.fg, t.scores
+        keep = None if regions is None else ~ignored_positions(points, regions, bsz)
+        if keep is not None:  # positions in an ignore region: neither positives nor background
+            fg, scores = fg & keep, scores * keep[..., None]
+        score_sum = scores.sum().clamp(min=1.0)
 
-        lcls = bce(cls_logits, t.scores).sum() / score_sum
+        cls_err = bce(cls_logits, scores)
+        if keep is not None:
+            cls_err = torch.where(keep[..., None], cls_err, 0.0)
+        lcls = cls_err.sum() / score_sum
         lbox = ldfl = torch.zeros((), device=dev, dtype=dt)
-        if t.fg.any():
-            weight = t.scores.sum(-1)[t.fg].clamp(min=self.min_w)
-            tb = t.boxes[t.fg]
-            pt, st = points.expand(bsz, -1, -1)[t.fg], strides.expand(bsz, -1)[t.fg]
-            fg_logits = dist_logits[t.fg]
+        if fg.any():
+            weight = scores.sum(-1)[fg].clamp(min=self.min_w)
+            tb = t.boxes[fg]
+            pt, st = points.expand(bsz, -1, -1)[fg], strides.expand(bsz, -1)[fg]
+            fg_logits = dist_logits[fg]
             err = 1 - box_quality(self._boxes(fg_logits, pt, st), tb, self.nwd_w, self.nwd_c)
             # a weighted mean over positives: the floor (dfl_min_w) must not inflate the loss
             wsum = weight.sum().clamp(min=1.0)
