@@ -97,6 +97,17 @@ class CocoBuilder:
                 "categories": cats}
 
 
+def add_image_file(build: CocoBuilder, img: Path, file_name: str, probs: Problems) -> tuple[int, int, int] | None:
+    """Register img as file_name with its shown size: (image id, w, h); an unreadable header is noted in
+    probs and gives None (the image is left out)."""
+    try:
+        w, h = image_size(img)
+    except ConvertError as e:
+        probs.add(str(e))
+        return None
+    return build.add_image(file_name, w, h), w, h
+
+
 def write_json(doc: dict, out: str | Path) -> Path:
     """Write via a temporary file and rename, so a failed run never leaves half a json."""
     out = Path(out)
@@ -123,6 +134,15 @@ def images_by_stem(folder: str | Path, probs: Problems) -> dict[str, Path]:
             probs.add(f"{p}: same name as {out[key]}; a label file {key}.* could mean either")
         out[key] = p
     return out
+
+
+def paired_label_files(labels: Path, images: Path, probs: Problems) -> tuple[dict, dict, list[str]]:
+    """Label txts and images paired by their path under each folder, without suffix: (txt by key, image by
+    key, warnings for txts without an image). Those are listed, not fatal: sets ship their images in parts."""
+    files = {p.relative_to(labels).with_suffix("").as_posix(): p for p in label_files(labels, ".txt")}
+    imgs = images_by_stem(images, probs)
+    orphans = [f"{txt}: no image {key}.* under {images}; skipped" for key, txt in files.items() if key not in imgs]
+    return files, imgs, orphans
 
 
 def label_files(folder: str | Path, suffix: str) -> list[Path]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from utils.data.convert.common import (CocoBuilder, ConvertError, Problems, image_size, images_by_stem, label_files,
+from utils.data.convert.common import (CocoBuilder, Problems, add_image_file, paired_label_files,
                                        read_lines)
 
 V10 = ("plane", "ship", "storage-tank", "baseball-diamond", "tennis-court", "basketball-court",
@@ -58,10 +58,7 @@ def dota_to_coco(labels: str | Path, images: str | Path, version: str = "auto", 
         raise ValueError(f"version must be 'auto' or one of {sorted(VERSIONS)}, got {version!r}")
     labels, images = Path(labels), Path(images)
     probs = Problems(f"DOTA labelTxt {labels}")
-    files = {p.relative_to(labels).with_suffix("").as_posix(): p for p in label_files(labels, ".txt")}
-    imgs = images_by_stem(images, probs)
-    # label files without an image are listed, not fatal: the sets ship their images in parts
-    orphans = [f"{txt}: no image {key}.* under {images}; skipped" for key, txt in files.items() if key not in imgs]
+    files, imgs, orphans = paired_label_files(labels, images, probs)
     parsed: dict[str, tuple[dict, list]] = {}  # key -> (header, [(line no, poly, name, difficult)])
     for key, txt in files.items():
         if key not in imgs:
@@ -90,13 +87,11 @@ def dota_to_coco(labels: str | Path, images: str | Path, version: str = "auto", 
                 probs.add(f"{files[key]} line {n}: category {name!r} is not a {which} class {list(classes)}")
     build, clipped = CocoBuilder(list(classes)), 0
     for key, img in imgs.items():
-        try:
-            w, h = image_size(img)
-        except ConvertError as e:
-            probs.add(str(e))
+        added = add_image_file(build, img, img.relative_to(images).as_posix(), probs)
+        if added is None:
             continue
+        image_id, w, h = added
         header, objs = parsed.get(key, ({}, []))
-        image_id = build.add_image(img.relative_to(images).as_posix(), w, h)
         gsd = header.get("gsd")
         try:
             gsd = float(gsd) if gsd is not None else None

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from utils.data.convert.common import (CocoBuilder, ConvertError, Problems, image_size, images_by_stem, label_files,
+from utils.data.convert.common import (CocoBuilder, Problems, add_image_file, paired_label_files,
                                        read_lines)
 
 CLASSES = ("pedestrian", "people", "bicycle", "car", "van", "truck", "tricycle", "awning-tricycle", "bus", "motor")
@@ -57,19 +57,14 @@ def visdrone_to_coco(labels: str | Path, images: str | Path, others: str = "igno
         raise ValueError(f"others must be one of {OTHERS_CHOICES}, got {others!r}")
     labels, images = Path(labels), Path(images)
     probs = Problems(f"VisDrone annotations {labels}")
-    files = {p.relative_to(labels).with_suffix("").as_posix(): p for p in label_files(labels, ".txt")}
-    imgs = images_by_stem(images, probs)
-    # label files without an image are listed, not fatal: the sets ship their images in parts
-    orphans = [f"{txt}: no image {key}.* under {images}; skipped" for key, txt in files.items() if key not in imgs]
+    files, imgs, orphans = paired_label_files(labels, images, probs)
     build, warnings = CocoBuilder(list(CLASSES)), []
     every_class = range(len(CLASSES))
     for key, img in imgs.items():
-        try:
-            w, h = image_size(img)
-        except ConvertError as e:
-            probs.add(str(e))
+        added = add_image_file(build, img, img.relative_to(images).as_posix(), probs)
+        if added is None:
             continue
-        image_id = build.add_image(img.relative_to(images).as_posix(), w, h)
+        image_id, w, h = added
         txt = files.get(key)
         if txt is None:
             continue

@@ -16,7 +16,7 @@ import math
 from collections import Counter
 from pathlib import Path
 
-from utils.data.convert.common import CocoBuilder, ConvertError, Problems, image_size, list_images
+from utils.data.convert.common import CocoBuilder, ConvertError, Problems, add_image_file, list_images
 from utils.data.coco import read_json
 
 CLASSES = {
@@ -83,12 +83,10 @@ def xview_to_coco(geojson: str | Path, images: str | Path) -> dict:
     unknown: Counter = Counter()
     clipped = dropped = 0
     for img in files:
-        try:
-            w, h = image_size(img)
-        except ConvertError as e:
-            probs.add(str(e))
+        added = add_image_file(build, img, img.relative_to(images).as_posix(), probs)
+        if added is None:
             continue
-        image_id = build.add_image(img.relative_to(images).as_posix(), w, h)
+        image_id, w, h = added
         for i, tid, (x1, y1, x2, y2) in by_image.pop(img.name, []):
             if tid not in index:
                 unknown[tid] += 1

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from utils.data.convert.common import CocoBuilder, ConvertError, Problems, image_size, list_images
+from utils.data.convert.common import CocoBuilder, ConvertError, Problems, add_image_file, list_images
 from utils.data.coco import parse_categories, read_json
 
 CLASSES_FILE = "classes.txt"  # class names beside the labels (labelImg's convention); not a label file
@@ -101,12 +101,10 @@ def yolo_to_coco(images: str | Path, labels: str | Path, names: list[str]) -> di
             probs.add(f"{lab}: claimed by both {used[lab]} and {img}")
             continue
         used[lab] = img
-        try:
-            w, h = image_size(img)
-        except ConvertError as e:
-            probs.add(str(e))
+        added = add_image_file(build, img, rel.as_posix(), probs)
+        if added is None:
             continue
-        image_id = build.add_image(rel.as_posix(), w, h)
+        image_id, w, h = added
         if lab.is_file():  # else a negative image
             add_label_file(build, image_id, w, h, lab, probs)
     for lab in sorted(labels.rglob("*.txt")):
