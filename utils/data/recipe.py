@@ -27,7 +27,7 @@ import argparse
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -231,14 +231,20 @@ def image_slice(hw: tuple[int, int], imgsz: int) -> int:
     return imgsz if max(hw) > LARGE * imgsz else 0
 
 
-def slice_arg(text: str) -> int | str:
-    """argparse type of val.py / detect.py --slice: a window size in px (0 = off) or 'auto'."""
+def auto_or_number(text: str, cast: type, ok: Callable[[Any], bool], expected: str) -> int | float | str:
+    """argparse type for a flag that takes 'auto' or a number: cast(text) if ok(value), else an error
+    'expected <expected> or 'auto''."""
     if text == "auto":
         return text
     try:
-        value = int(text)
+        value = cast(text)
     except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a window size in pixels (0 = off) or 'auto', got {text!r}")
+        value = None
+    if value is None or not ok(value):
+        raise argparse.ArgumentTypeError(f"expected {expected} or 'auto', got {text!r}")
     return value
+
+
+def slice_arg(text: str) -> int | str:
+    """argparse type of val.py / detect.py --slice: a window size in px (0 = off) or 'auto'."""
+    return auto_or_number(text, int, lambda v: v >= 0, "a window size in pixels (0 = off)")

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from utils.data.coco import DatasetError, read_json
+from utils.data.recipe import auto_or_number
 from utils.data.windows import Window, slice_windows
 
 KEEP_KEYS = ("category_id", "iscrowd", "ignore")  # annotation fields carried into the tiles as they are
@@ -219,27 +220,11 @@ def write_split(json_path: Path, img_dir: Path, out: Path, split: str, size: int
 
 
 def _size_arg(text: str) -> int | str:
-    if text == "auto":
-        return text
-    try:
-        v = int(text)
-    except ValueError:
-        v = 0
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a tile size in pixels or 'auto', got {text!r}")
-    return v
+    return auto_or_number(text, int, lambda v: v >= 1, "a tile size in pixels")
 
 
 def _overlap_arg(text: str) -> float | str:
-    if text == "auto":
-        return text
-    try:
-        v = float(text)
-    except ValueError:
-        v = -1.0
-    if not 0 <= v < 1:
-        raise argparse.ArgumentTypeError(f"expected an overlap fraction in [0, 1) or 'auto', got {text!r}")
-    return v
+    return auto_or_number(text, float, lambda v: 0 <= v < 1, "an overlap fraction in [0, 1)")
 
 
 def _auto(json_path: str, images: str, imgsz: int, size: int | str, overlap: float | str | None
