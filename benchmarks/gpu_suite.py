@@ -22,6 +22,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ CATALOGUE: dict[str, tuple[str, list[str]]] = {
 OUR_RECIPE = ["--data", "data/deeppcb.yaml", "--hyp", "configs/hyps/small-objects-dfl.yaml", "--assigner", "tal",
               "--hyp-set", "tile=0", "tal_stal=true", "--noplots"]
 DEFAULT_WORKERS = 8
+DDP_EXPECTED_S = 90  # two processes' start-up, one epoch at 320 and its validation, on a GPU
 
 
 def env(name: str, default: str) -> str:
@@ -59,6 +61,21 @@ def card_name(device: str) -> tuple[str, int]:
                          text=True).stdout.split("\n")
     names = [n.strip() for n in out if n.strip()]
     return (names[0] if names else "unknown-gpu"), len(names)
+
+
+def gpu_facts(device: str) -> dict[str, Any]:
+    """Driver and memory of the GPUs, as nvidia-smi reports them (nothing on the CPU)."""
+    if device == "cpu" or shutil.which("nvidia-smi") is None:
+        return {}
+    out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version,memory.total", "--format=csv,noheader"],
+                         capture_output=True, text=True).stdout.strip().splitlines()
+    return {"nvidia_smi": out}
+
+
+def git_commit() -> str | None:
+    """The checkout's commit where it is a git checkout (the device's copy may not be one)."""
+    r = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT)
+    return (r.stdout.strip() or None) if r.returncode == 0 else None
 
 
 def slug(name: str) -> str:
@@ -108,7 +125,8 @@ def coco_scores(gt_json: Path, predictions: Path) -> dict[str, float]:
 class Suite:
     def __init__(self, a: argparse.Namespace):
         self.a = a
-        self.work = Path(a.workdir)
+        # one folder per call: its logs (copied into $OUT) are this call's alone
+        self.work = Path(a.workdir) / dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
         self.logs = self.work / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.t_start = time.perf_counter()
@@ -121,7 +139,8 @@ class Suite:
         self.results: dict[str, Any] = json.loads(self.out.read_text()) if self.out.exists() else {}
         self.call: dict[str, Any] = {
             "started": now(), "host": socket.gethostname(), "cpu_count": os.cpu_count(), "gpus": self.n_gpus,
-            "python": platform.python_version(), "torch": version(a.python, "torch"),
+            "python": platform.python_version(), "torch": version(a.python, "torch"), **gpu_facts(a.device),
+            "commit": git_commit(),
             "ultralytics": version(a.peer_python, "ultralytics"),
             "env": {k: os.environ[k] for k in sorted(os.environ) if k.startswith(("GPU_SUITE_", "OMP_", "CUDA_"))},
             "argv": sys.argv[1:], "notes": []}
@@ -131,13 +150,15 @@ class Suite:
     # ----------------------------------------------------------------- commands
     def budget(self) -> dict[str, Any]:
         a = self.a
+        extra = {"tag": a.tag, "ours_args": a.ours_args, "peer_kw": a.peer_kw} if a.tag else {}
         return {"data": "deeppcb" + (f" (first {a.max_images} images a split)" if a.max_images else ""),
-                "epochs": a.epochs, "imgsz": a.imgsz, "batch": a.batch, "seed": a.seed}
+                "epochs": a.epochs, "imgsz": a.imgsz, "batch": a.batch, "seed": a.seed, **extra}
 
     def key(self, name: str) -> str:
         a = self.a
         sub = f"-sub{a.max_images}" if a.max_images else ""
-        return f"{name}@{a.epochs}ep-{a.imgsz}-b{a.batch}-s{a.seed}{sub}"
+        tag = f"+{a.tag}" if a.tag else ""
+        return f"{name}@{a.epochs}ep-{a.imgsz}-b{a.batch}-s{a.seed}{sub}{tag}"
 
     def command(self, name: str, workers: int, stamps: Path, probe_batches: int = 0) -> list[str]:
         a = self.a
@@ -149,9 +170,10 @@ class Suite:
                     *OUR_RECIPE, *model, "--data-root", str(self.data_root), "--epochs", str(a.epochs),
                     "--imgsz", str(a.imgsz), "--batch-size", str(a.batch), "--device", a.device,
                     "--workers", str(workers), "--seed", str(a.seed), "--project", str(self.work / "runs"),
-                    "--name", tag, "--exist-ok", *(["--noval"] if probe_batches else [])]
+                    "--name", tag, "--exist-ok", *(["--noval"] if probe_batches else []), *a.ours_args.split()]
         return [a.peer_python, str(ROOT / "benchmarks" / "gpu_timed_train.py"), "peer", "--peer",
                 str(Path(a.peer_bench) / "peer.py"), "--workers", str(workers), "--stamps", str(stamps), *probe,
+                *(x for kv in a.peer_kw.split() for x in ("--train-kw", kv)),
                 "--", "--coco", str(self.data_root / "deeppcb"), *model, "--epochs", str(a.epochs),
                 "--imgsz", str(a.imgsz), "--batch", str(a.batch), "--device", a.device, "--seed", str(a.seed),
                 "--threads", str(a.threads or os.cpu_count()), "--workdir", str(self.work / f"peer-{tag}"),
@@ -262,6 +284,12 @@ class Suite:
             self.call["notes"].append(note)
             print(note, flush=True)
             return
+        elapsed = time.perf_counter() - self.t_start
+        if a.deadline_s and elapsed + DDP_EXPECTED_S > a.deadline_s:
+            note = f"DDP smoke skipped: {elapsed:.0f} s elapsed + ~{DDP_EXPECTED_S} s > deadline {a.deadline_s} s"
+            self.call["notes"].append(note)
+            print(note, flush=True)
+            return
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
@@ -292,8 +320,10 @@ class Suite:
         tmp = self.out.with_suffix(".tmp")
         tmp.write_text(json.dumps(merged, indent=1))
         tmp.replace(self.out)
-        if os.environ.get("OUT"):  # the device tool brings $OUT back
+        if os.environ.get("OUT"):  # the device tool brings $OUT back, also after a call stopped at its limit
             shutil.copy(self.out, Path(os.environ["OUT"]) / self.out.name)
+            with tarfile.open(Path(os.environ["OUT"]) / "gpu-suite-logs.tgz", "w:gz") as tar:
+                tar.add(self.logs, arcname="logs")
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -330,11 +360,21 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                     help="GPU_SUITE_DEADLINE_S: start no run expected to end past this (0: none)")
     ap.add_argument("--ddp", default=env("GPU_SUITE_DDP", "auto"), choices=["auto", "off", "force"],
                     help="GPU_SUITE_DDP: the 2-process smoke run (auto: with 2+ GPUs)")
+    ap.add_argument("--ours-args", default=env("GPU_SUITE_OURS_ARGS", ""),
+                    help="GPU_SUITE_OURS_ARGS: more train.py flags for our runs, e.g. '--cache ram' (needs --tag)")
+    ap.add_argument("--peer-kw", default=env("GPU_SUITE_PEER_KW", ""),
+                    help="GPU_SUITE_PEER_KW: more model.train() keywords for the peer, e.g. 'cache=ram' (needs --tag)")
+    ap.add_argument("--tag", default=env("GPU_SUITE_TAG", ""),
+                    help="GPU_SUITE_TAG: names a variant of the recipe; part of the run keys and the budget")
     ap.add_argument("--smi-interval", type=float, default=0.5)
-    ap.add_argument("--workdir", default=env("GPU_SUITE_WORKDIR", "/tmp/gpu-suite"), help="GPU_SUITE_WORKDIR")
+    ap.add_argument("--workdir", default=env("GPU_SUITE_WORKDIR", "/tmp/gpu-suite"),
+                    help="GPU_SUITE_WORKDIR: a folder per call under it (runs, logs, stamps)")
     ap.add_argument("--out", default=env("GPU_SUITE_OUT", ""),
                     help="GPU_SUITE_OUT (default benchmarks/results/gpu-suite-<card>.json)")
-    return ap.parse_args(argv)
+    a = ap.parse_args(argv)
+    if (a.ours_args or a.peer_kw) and not a.tag:
+        ap.error("--ours-args / --peer-kw change the recipe: name the variant with --tag (GPU_SUITE_TAG)")
+    return a
 
 
 def main(argv: list[str] | None = None) -> int:

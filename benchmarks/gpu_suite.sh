@@ -95,10 +95,8 @@ run() {
     *yolov5nu*|*yolo26n*) ensure_imports "$GPU_SUITE_PEER_PY" "ultralytics, pycocotools" ;;
   esac
   export PYTHONUNBUFFERED=1
-  local work=${GPU_SUITE_WORKDIR:-/tmp/gpu-suite} rc=0
-  "$GPU_SUITE_PY" -m benchmarks.gpu_suite "$@" || rc=$?
-  if [ -n "${OUT:-}" ] && [ -d "$work/logs" ]; then tar czf "$OUT/gpu-suite-logs.tgz" -C "$work" logs; fi
-  return $rc
+  # the result file and gpu-suite-logs.tgz are copied into $OUT (the device tool's) after every run
+  "$GPU_SUITE_PY" -m benchmarks.gpu_suite "$@"
 }
 
 case "${1:-run}" in

@@ -2,7 +2,7 @@
 
     python -m benchmarks.gpu_timed_train ours --stamps S.json [--probe-batches N] -- <train.py args>
     PEER_PY benchmarks/gpu_timed_train.py peer --peer ../shared/bench/peer.py --workers 8 \
-        --stamps S.json [--probe-batches N] -- <peer.py args>
+        --stamps S.json [--probe-batches N] [--train-kw cache=ram ...] -- <peer.py args>
 
 Both sides are stamped alike: a new list at each epoch's start and a time.perf_counter() per batch (ours when
 the batch reaches the trainer, the package's at its batch end: in the steady state both are one batch period
@@ -115,7 +115,19 @@ def polars_stand_in() -> None:
     sys.modules["polars"] = mod
 
 
-def run_peer(peer_py: Path, workers: int, argv: list[str], stamps: Stamps) -> dict[str, Any]:
+def keyword(kv: str) -> tuple[str, Any]:
+    """'cache=ram' -> ('cache', 'ram'); numbers, true/false and null as JSON reads them."""
+    k, sep, v = kv.partition("=")
+    if not sep or not k:
+        raise SystemExit(f"gpu_timed_train: --train-kw {kv!r}: expected KEY=VALUE")
+    try:
+        return k, json.loads(v)
+    except json.JSONDecodeError:
+        return k, v
+
+
+def run_peer(peer_py: Path, workers: int, argv: list[str], stamps: Stamps,
+             extra: dict[str, Any] | None = None) -> dict[str, Any]:
     here = Path(__file__).resolve().parent  # run as a script: keep benchmarks/*.py from shadowing any module
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
     polars_stand_in()
@@ -124,7 +136,7 @@ def run_peer(peer_py: Path, workers: int, argv: list[str], stamps: Stamps) -> di
     original = Model.train
 
     def train_with(self: Any, *args: Any, **kwargs: Any) -> Any:
-        kwargs["workers"] = workers
+        kwargs.update(extra or {}, workers=workers)
         if stamps.limit:
             kwargs["val"] = False
         self.add_callback("on_train_epoch_start", lambda _t: stamps.epoch())
@@ -151,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--probe-batches", type=int, default=0, help="stop after N batches (worker probe)")
     ap.add_argument("--peer", type=Path, help="peer.py (side peer)")
     ap.add_argument("--workers", type=int, default=8, help="loader workers for the peer (ours: train.py --workers)")
+    ap.add_argument("--train-kw", action="append", default=[], metavar="KEY=VALUE",
+                    help="more keywords for the peer's model.train(), e.g. cache=ram")
     a = ap.parse_args(argv)
     stamps = Stamps(a.probe_batches)
     if a.side == "ours":
@@ -158,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         if a.peer is None:
             ap.error("peer: --peer PATH/peer.py is required")
-        out = run_peer(a.peer, a.workers, rest, stamps)
+        out = run_peer(a.peer, a.workers, rest, stamps, dict(keyword(kv) for kv in a.train_kw))
     a.stamps.write_text(json.dumps(out))
     return 0
 

@@ -102,3 +102,12 @@ def test_budget_comes_from_the_environment(monkeypatch):
     a = parse([])
     assert (a.epochs, a.runs, a.batch) == (7, ["dfl", "yolo26n"], 64)
     assert parse(["--epochs", "3"]).epochs == 3  # a flag outranks the environment
+
+
+def test_peer_train_keywords_read_as_json_values():
+    from benchmarks.gpu_timed_train import keyword
+    assert keyword("cache=ram") == ("cache", "ram")
+    assert keyword("close_mosaic=0") == ("close_mosaic", 0)
+    assert keyword("amp=false") == ("amp", False)
+    with pytest.raises(SystemExit, match="KEY=VALUE"):
+        keyword("cache")
