@@ -273,6 +273,7 @@ class Suite:
         p = json.loads(peer_out.read_text())
         return {"AP": p.get("AP"), "AP50": p.get("AP50"), "APs": p.get("APs"),
                 "peer_py_train_img_per_s": p.get("train_img_per_s"), "polars_stand_in": st.get("polars_stand_in"),
+                "amp_check": st.get("amp_check"),
                 "scored": "peer.py: pycocotools COCOeval on best.pt's predictions (conf 0.001, IoU 0.6, 300)"}
 
     def ddp_smoke(self) -> None:

@@ -15,7 +15,8 @@ worker-count probe.
 workers=0; this wrapper passes --workers to the package's model.train() instead, as a user on a GPU would.
 Where polars is not installed (the device machine: its wheel alone is ~40 MB), a stand-in module lets
 the package's read_results_csv() fail into its own `except` (only a checkpoint's `train_results` metadata is
-lost; nothing measured depends on it).
+lost; nothing measured depends on it). Its AMP check is skipped with AMP kept on (offline it would first try to
+download a model, inside the timed training call).
 """
 from __future__ import annotations
 
@@ -131,7 +132,23 @@ def run_peer(peer_py: Path, workers: int, argv: list[str], stamps: Stamps,
     here = Path(__file__).resolve().parent  # run as a script: keep benchmarks/*.py from shadowing any module
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
     polars_stand_in()
+    import ultralytics.engine.trainer as peer_trainer
     from ultralytics.engine.model import Model
+
+    amp_check: dict[str, Any] = {}
+
+    def check_amp(model: Any, *_: Any, **__: Any) -> bool:
+        """Offline, the package's AMP check tries to download yolo26n.pt first and then keeps AMP on (a failed
+        download, even a slow one, counts in its training time): keep AMP on at once, as the check does online
+        when it passes."""
+        if next(model.parameters()).device.type != "cuda":
+            amp_check["called"] = True
+            return original_check(model)  # CPU / MPS: False at once
+        amp_check["skipped"] = True
+        return True
+
+    original_check = peer_trainer.check_amp
+    peer_trainer.check_amp = check_amp
 
     original = Model.train
 
@@ -147,6 +164,8 @@ def run_peer(peer_py: Path, workers: int, argv: list[str], stamps: Stamps,
     sys.argv = [str(peer_py), *argv]
     out = timed(lambda: runpy.run_path(str(peer_py), run_name="__main__"), stamps)
     out["workers"] = workers
+    out["amp_check"] = ("skipped: AMP on (offline the check cannot download its model)" if amp_check.get("skipped")
+                        else "the package's own" if amp_check else None)
     out["polars_stand_in"] = bool(getattr(sys.modules.get("polars"), "__stand_in__", False))
     return out
 
