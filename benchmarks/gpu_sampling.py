@@ -38,35 +38,51 @@ def util_stats(samples: list[tuple[float, int, float, float]], gpu: int, t0: flo
 
 class SmiSampler:
     """`nvidia-smi ... -lms INTERVAL` in the background; each line is stamped with time.perf_counter() on arrival
-    (CLOCK_MONOTONIC on Linux: the same clock as the training processes' batch stamps)."""
+    (CLOCK_MONOTONIC on Linux: the same clock as the training processes' batch stamps). Where the looping mode
+    ends by itself without a sample (a driver or VM without it), one nvidia-smi call per interval instead."""
 
     def __init__(self, interval_s: float = 0.5):
         self.interval_s = interval_s
         self.samples: list[tuple[float, int, float, float]] = []
         self.note: str | None = None
+        self.exe = shutil.which("nvidia-smi")
         self.proc: subprocess.Popen | None = None
         self.thread: threading.Thread | None = None
+        self.stop = threading.Event()
+
+    def query(self, loop: bool) -> list[str]:
+        assert self.exe is not None
+        return [self.exe, f"--query-gpu={SMI_QUERY}", "--format=csv,noheader,nounits",
+                *(["-lms", str(int(self.interval_s * 1000))] if loop else [])]
 
     def __enter__(self) -> SmiSampler:
-        exe = shutil.which("nvidia-smi")
-        if exe is None:
+        if self.exe is None:
             self.note = "nvidia-smi not found: no utilisation samples"
             return self
-        self.proc = subprocess.Popen([exe, f"--query-gpu={SMI_QUERY}", "--format=csv,noheader,nounits",
-                                      "-lms", str(int(self.interval_s * 1000))],
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.proc = subprocess.Popen(self.query(True), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         self.thread = threading.Thread(target=self._read, daemon=True)
         self.thread.start()
         return self
 
+    def _add(self, line: str) -> None:
+        s = parse_smi_line(line)
+        if s is not None:
+            self.samples.append((time.perf_counter(), *s))
+
     def _read(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
         for line in self.proc.stdout:
-            s = parse_smi_line(line)
-            if s is not None:
-                self.samples.append((time.perf_counter(), *s))
+            self._add(line)
+        if self.samples or self.stop.is_set():
+            return
+        self.note = "nvidia-smi -lms gave nothing: polled once per interval"
+        while not self.stop.wait(self.interval_s):
+            r = subprocess.run(self.query(False), capture_output=True, text=True)
+            for line in r.stdout.splitlines():
+                self._add(line)
 
     def __exit__(self, *_: Any) -> None:
+        self.stop.set()
         if self.proc is not None:
             self.proc.terminate()
             try:

@@ -315,7 +315,9 @@ class Suite:
         merged = merge_results(self.results, self.new)
         merged["what"] = ("deeppcb whole runs on one GPU, ours against the Ultralytics package, one after another "
                           "(benchmarks/gpu_suite.sh); runs keyed name@budget; train_s: the training call, final "
-                          "validation included; steady_img_per_s: median over epochs 2.. of the mean batch period")
+                          "validation included; steady_img_per_s: median over epochs 2.. of the mean batch period; "
+                          "gpu_util: nvidia-smi samples over the whole run, gpu_util_train: those from the first to "
+                          "the last training batch (per-epoch validation included)")
         merged["summary"] = pair_summary(merged["runs"])
         self.out.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.out.with_suffix(".tmp")

@@ -1,5 +1,7 @@
 """benchmarks/gpu_sampling.py: what the GPU suite reads off a run (nvidia-smi lines, batch stamps) and how the
 result files of several device calls merge. No GPU, no training: canned inputs."""
+import os
+
 import pytest
 
 from benchmarks.gpu_sampling import (merge_results, pair_summary, parse_smi_line, probe_img_per_s,
@@ -111,3 +113,43 @@ def test_peer_train_keywords_read_as_json_values():
     assert keyword("amp=false") == ("amp", False)
     with pytest.raises(SystemExit, match="KEY=VALUE"):
         keyword("cache")
+
+
+FAKE_SMI = """#!/bin/sh
+# a stand-in nvidia-smi: MODE loop prints a sample every interval with -lms; MODE once ignores -lms (prints nothing
+# and exits, as a driver without the looping mode might) and answers one sample per plain call
+case "$*" in
+  *-lms*) [ "{mode}" = once ] && exit 0
+          while true; do echo "0, 42, 1000"; echo "1, 7, 5"; sleep 0.05; done ;;
+  *) echo "0, 42, 1000" ;;
+esac
+"""
+
+
+@pytest.mark.parametrize("mode", ["loop", "once"])
+def test_sampler_reads_nvidia_smi_in_the_background(tmp_path, monkeypatch, mode):
+    import time
+
+    from benchmarks.gpu_sampling import SmiSampler
+    exe = tmp_path / "nvidia-smi"
+    exe.write_text(FAKE_SMI.replace("{mode}", mode))
+    exe.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    with SmiSampler(0.05) as smi:
+        for _ in range(200):  # until a few samples came (a bound, not a timing check)
+            if sum(s[1] == 0 for s in smi.samples) >= 3:
+                break
+            time.sleep(0.05)
+    assert util_stats(smi.samples, 0)["median"] == 42.0
+    assert ("polled" in (smi.note or "")) == (mode == "once")
+    n = len(smi.samples)
+    time.sleep(0.2)
+    assert len(smi.samples) == n  # stopped with the block
+
+
+def test_sampler_without_nvidia_smi_notes_it(tmp_path, monkeypatch):
+    from benchmarks.gpu_sampling import SmiSampler
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with SmiSampler() as smi:
+        pass
+    assert smi.samples == [] and "not found" in smi.note
