@@ -20,12 +20,15 @@
 #   its earlier wall at this budget, else the longest run of this call)  GPU_SUITE_DDP=auto|off|force (the
 #   2-process CUDA DDP smoke run, 1 epoch at 320: run with 2+ GPUs, else skipped with a note)
 #   GPU_SUITE_MAX_IMAGES=N (first N images a split: the CPU check)  GPU_SUITE_THREADS (peer.py --threads, CPU)
+#   GPU_SUITE_TAG=name with GPU_SUITE_OURS_ARGS="--cache ram" / GPU_SUITE_PEER_KW="cache=ram" (a recipe variant,
+#   keyed apart)  GPU_SUITE_OUT (the result file)  GPU_SUITE_WORKDIR=/tmp/gpu-suite (a folder per call)
 #
 # Time: the one earlier H200 figure, 430 s for our yolov5n-dfl alone at 20 epochs (at 320, batch 16, workers 0,
 # beside 6 other jobs: benchmarks/results/gpu-h200-deeppcb-20ep.json), says one run per call; the same recipe
-# with 5 workers took 117 s. At 640 / batch 64 with 8 workers a run should take ~2-4 min (16 steps of ~55 ms an
-# epoch; the loader's ~80 img/s a core x 8; ~3 s of validation an epoch). The four runs do not fit one 8-minute
-# call. Recommended split (device time per session is 15 min, starts included):
+# with 5 workers took 117 s. At 640 / batch 64 with 8 workers a run should take ~2-4 min: an epoch is 16 steps
+# of ~54 ms (1,188 img/s, the same file), the loaders make 150-240 img/s per CPU second each
+# (loader-speed-cpu.json), so 8 workers keep up; plus ~3 s of validation an epoch and start-up. The four runs do
+# not fit one 8-minute call at the pessimistic figure, and may not at the hopeful one. Recommended split (device time per session is 15 min, starts included):
 #   call 1 (timeout_s 540): GPU_SUITE_RUNS="dfl yolov5nu"   the equal-size pair, the issue's 0.8x goal
 #   call 2 (timeout_s 540): GPU_SUITE_RUNS="dfl-half-r4 yolo26n"   if call 1's walls leave the time, same budget;
 #          otherwise GPU_SUITE_EPOCHS=10 for both (a budget of its own: the summary pairs only equal budgets)
@@ -41,7 +44,7 @@
 #   run(command='GPU_SUITE_RUNS="dfl yolov5nu" bash benchmarks/gpu_suite.sh', carry=[".gpu-suite"], timeout_s=540)
 # then copy the returned gpu-suite-<card>.json into benchmarks/results/ (and gpu-suite-logs.tgz for the logs).
 #
-# The CPU check (tiny, ~3 min on 2 cores):
+# The CPU check (tiny: ~70 s on 2 cores; nvidia-smi absent, so utilisation is null with a note):
 #   OMP_NUM_THREADS=1 GPU_SUITE_DEVICE=cpu GPU_SUITE_EPOCHS=1 GPU_SUITE_IMGSZ=128 GPU_SUITE_BATCH=4 \
 #   GPU_SUITE_MAX_IMAGES=16 GPU_SUITE_WORKERS=0 GPU_SUITE_THREADS=1 GPU_SUITE_OUT=/tmp/gpu-suite-cpu.json \
 #   bash benchmarks/gpu_suite.sh
