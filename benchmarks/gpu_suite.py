@@ -253,10 +253,12 @@ class Suite:
             "gpu_util": util_stats(smi.samples, gpu),
             "gpu_util_train": util_stats(smi.samples, gpu, first, last) if first is not None else None,
             "gpu_mem": {"torch_alloc_gib": st.get("torch_alloc_gib"),
-                        "torch_reserved_gib": st.get("torch_reserved_gib")},
+                        "torch_reserved_gib": st.get("torch_reserved_gib"),
+                        "smi_used_max_mib": (util_stats(smi.samples, gpu) or {}).get("mem_used_max_mib")},
             **({"note": smi.note} if smi.note else {})}
         rec.update(self.scores(name, side, key, st))
-        self.new["runs"][key] = rec
+        # a failed run is kept beside, never in place of, a finished one of the same key from an earlier call
+        self.new["runs"][key if rc == 0 else f"{key}!failed-{started}"] = rec
         print(json.dumps({k: rec[k] for k in ("wall_s", "train_s", "steady_img_per_s", "gpu_util", "AP", "AP50",
                                               "APs") if k in rec}), flush=True)
         self.save()
