@@ -1,6 +1,7 @@
 """benchmarks/gpu_sampling.py: what the GPU suite reads off a run (nvidia-smi lines, batch stamps) and how the
 result files of several device calls merge. No GPU, no training: canned inputs."""
 import os
+import sys
 
 import pytest
 
@@ -153,3 +154,34 @@ def test_sampler_without_nvidia_smi_notes_it(tmp_path, monkeypatch):
     with SmiSampler() as smi:
         pass
     assert smi.samples == [] and "not found" in smi.note
+
+
+def test_stamps_split_epochs_and_the_probe_stops_after_its_batches():
+    from benchmarks.gpu_timed_train import ProbeDone, Stamps, timed
+    st = Stamps(limit=5)
+
+    def loop():  # two epochs of 3 batches; the probe's limit ends it in the second
+        for _ in range(2):
+            st.epoch()
+            for _ in range(3):
+                st.batch()
+
+    out = timed(loop, st)
+    assert out["probe_done"] and out["batches"] == 5
+    assert [len(e) for e in out["epochs"]] == [3, 2]
+    with pytest.raises(ProbeDone):
+        Stamps(limit=1).batch()  # a batch before any epoch mark opens the first epoch
+    assert timed(lambda: sys.exit(0), Stamps())["probe_done"] is False  # peer.py's sys.exit(main()) is a normal end
+    with pytest.raises(SystemExit):
+        timed(lambda: sys.exit(3), Stamps())
+
+
+def test_polars_stand_in_fails_inside_the_packages_try(monkeypatch):
+
+    from benchmarks.gpu_timed_train import polars_stand_in
+    monkeypatch.setitem(sys.modules, "polars", None)  # as if not installed: `import polars` raises ImportError
+    polars_stand_in()
+    import polars
+    assert polars.__stand_in__
+    with pytest.raises(RuntimeError, match="not installed"):  # the package catches Exception around read_csv
+        polars.read_csv(b"a,b\n1,2\n")
