@@ -1,7 +1,7 @@
 """What transfer buys: fine-tuning from a checkpoint against training from scratch, same budget, new classes.
 
     python -m benchmarks.transfer                                  # small: ~20-30 min on a busy 2-core CPU
-    python -m benchmarks.transfer --source-images 1000 --source-epochs 20 --target-epochs 20   # a fuller run
+    python -m benchmarks.transfer --source-images 900 --source-epochs 15 --target-epochs 30 --target-seeds 0 1
 
 DeepPCB (../shared/datasets/deeppcb) has six defect classes. A source model is trained on `--source-images` train
 images labelled with three of them (open, short, mousebite); then 100 other train images labelled with the other
@@ -64,7 +64,11 @@ def main() -> None:
     ap.add_argument("--hyp", default="configs/hyps/small-objects-dfl.yaml", help="hyperparameters of all runs")
     ap.add_argument("--hyp-set", nargs="*", default=["nbs=16", "warmup_epochs=1"],
                     help="a step per batch and a short warm-up: short runs spend no steps waiting")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="seed of the source run and of the image split")
+    ap.add_argument("--target-seeds", type=int, nargs="+", default=[0],
+                    help="one fine-tuned and one scratch run per seed: the gain against the seed-to-seed spread")
+    ap.add_argument("--keep", type=Path, default=None,
+                    help="keep the runs (the source's last.pt too) in this folder instead of a temporary one")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "transfer-deeppcb.json")
     a = ap.parse_args()
@@ -79,39 +83,46 @@ def main() -> None:
     target_ids = [i for i in order if i in has_target][:a.target_images]
     source_ids = [i for i in order if i not in set(target_ids)][:a.source_images]  # disjoint from the target's
     common = dict(cfg=a.cfg, hyp=a.hyp, hyp_set=a.hyp_set, imgsz=a.imgsz, batch_size=a.batch_size,
-                  workers=a.workers, seed=a.seed, noplots=True,
-                  noval=True, exist_ok=True)
+                  workers=a.workers, noplots=True, noval=True, exist_ok=True)
     runs = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory() as scratch_dir:
+        tmp = a.keep or Path(scratch_dir)
+        tmp.mkdir(parents=True, exist_ok=True)
         src_yaml = write_data(tmp, "source", subset(train_coco, source_ids, SOURCE_CLASSES),
                               subset(val_coco, val_ids[:100], SOURCE_CLASSES))  # the source's AP: a glance
         tgt_yaml = write_data(tmp, "target", subset(train_coco, target_ids, TARGET_CLASSES),
                               subset(val_coco, val_ids, TARGET_CLASSES))
         t = time.perf_counter()
-        src = train.run(data=str(src_yaml), epochs=a.source_epochs, project=str(tmp), name="source", **common)
+        src = train.run(data=str(src_yaml), epochs=a.source_epochs, project=str(tmp), name="source", seed=a.seed,
+                        **common)
         runs["source"] = {**{k: round(float(src["metrics"][k]), 4) for k in KEYS},
                           "seconds": round(time.perf_counter() - t)}
         weights = Path(src["save_dir"]) / "weights" / "last.pt"
-        for name, extra in (("fine_tuned", {"weights": str(weights)}), ("scratch", {})):
-            t = time.perf_counter()
-            r = train.run(data=str(tgt_yaml), epochs=a.target_epochs, project=str(tmp), name=name, **common, **extra)
-            runs[name] = {**{k: round(float(r["metrics"][k]), 4) for k in KEYS},
-                          "seconds": round(time.perf_counter() - t)}
-            print(name, runs[name])
+        for seed in a.target_seeds:
+            for name, extra in (("fine_tuned", {"weights": str(weights)}), ("scratch", {})):
+                t = time.perf_counter()
+                r = train.run(data=str(tgt_yaml), epochs=a.target_epochs, project=str(tmp), name=f"{name}-s{seed}",
+                              seed=seed, **common, **extra)
+                runs.setdefault(name, {})[str(seed)] = {**{k: round(float(r["metrics"][k]), 4) for k in KEYS},
+                                                        "seconds": round(time.perf_counter() - t)}
+                print(name, seed, runs[name][str(seed)])
+    mean = {name: {k: round(float(np.mean([r[k] for r in runs[name].values()])), 4) for k in KEYS}
+            for name in ("fine_tuned", "scratch")}
     result = {
         "command": "python -m benchmarks.transfer " + " ".join(
-            f"--{k.replace('_', '-')} {' '.join(v) if isinstance(v, list) else v}" for k, v in vars(a).items()
-            if k != "out"),
+            f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+            for k, v in vars(a).items() if k not in ("out", "keep") and v is not None),
         "data": f"deeppcb: source = {len(source_ids)} train images labelled {list(SOURCE_CLASSES)}; target = "
                 f"{len(target_ids)} other train images labelled {list(TARGET_CLASSES)}; scored on {len(val_ids)} val "
                 f"images labelled with the target classes (pycocotools; the source on 100 with its own)",
-        "budget": f"source {a.source_epochs} epochs; target {a.target_epochs} epochs each, batch {a.batch_size}, "
-                  f"imgsz {a.imgsz}, {a.cfg}, --hyp {a.hyp} --hyp-set {' '.join(a.hyp_set)}, seed {a.seed}",
+        "budget": f"source {a.source_epochs} epochs (seed {a.seed}); target {a.target_epochs} epochs each (seeds "
+                  f"{a.target_seeds}), batch {a.batch_size}, imgsz {a.imgsz}, {a.cfg}, --hyp {a.hyp} "
+                  f"--hyp-set {' '.join(a.hyp_set)}",
         "machine": f"{platform.machine()} CPU shared with other jobs, {torch.get_num_threads()} torch threads, "
                    f"torch {torch.__version__}",
         "runs": runs,
-        "fine_tuned_minus_scratch_AP": round(runs["fine_tuned"]["AP"] - runs["scratch"]["AP"], 4),
+        "mean": mean,
+        "fine_tuned_minus_scratch_AP": round(mean["fine_tuned"]["AP"] - mean["scratch"]["AP"], 4),
     }
     a.out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))
