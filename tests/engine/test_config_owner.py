@@ -156,3 +156,11 @@ def test_resume_of_an_older_run_takes_new_keys_from_their_owner(tmp_path):
     assert (cfg.epochs, cfg.patience, cfg.save_dir) == (5, 7, str(run))
     assert cfg.save_period == field_default("save_period") and cfg.recipe == field_default("recipe")
     assert cfg.hyp_values == {**default_hyp(), "lr0": 0.02}
+
+
+def test_the_trainer_takes_its_run_folder_from_the_config():
+    import torch
+
+    from utils.engine.trainer import Trainer
+    with pytest.raises(ValueError, match="cfg.save_dir is empty"):  # else it would write weights/ into the cwd
+        Trainer(torch.nn.Conv2d(3, 4, 1), None, [], None, TrainConfig.from_dict({}), torch.device("cpu"))
