@@ -31,8 +31,6 @@ from utils.inference.predict import check_imgsz
 from utils.logger import LOG
 from utils.torch_utils import select_device
 
-ROOT = Path(__file__).resolve().parent
-
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript"}
 OPSET = 20  # the newest opset torch's TorchScript-based ONNX exporter writes; onnxruntime >= 1.17 runs it
 # how far from PyTorch a correct export may be on the check input, fp32 / fp16: boxes |diff| <= atol px + rtol

@@ -97,8 +97,9 @@ def _resumed_config(opt: argparse.Namespace) -> tuple[TrainConfig, dict]:
         given = ", ".join(f"--{k.replace('_', '-')} {getattr(opt, k)} (run: {saved[k]})" for k in clash)
         raise ValueError(f"--resume {path}: continues the run with its own settings; {given} would change "
                          f"it. Start a new run with --weights {path} instead")
-    cfg = TrainConfig(**{**saved, **keep, "resume": str(path), "save_dir": str(path.parent.parent)},
-                      hyp_values=dict(ckpt["hyp"]))
+    # a run saved before a setting or hyperparameter existed resumes with its default, from its one owner
+    cfg = TrainConfig.from_dict({**saved, **keep, "resume": str(path), "save_dir": str(path.parent.parent)},
+                                ckpt["hyp"])
     return cfg, ckpt
 
 

@@ -8,7 +8,9 @@ from typing import Any
 
 import yaml
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "models"
+from utils.paths import ROOT
+
+CONFIG_DIR = ROOT / "configs" / "models"
 
 
 class ModelConfigError(ValueError):

@@ -22,10 +22,11 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from utils.paths import ROOT
+
 if TYPE_CHECKING:
     from utils.data.recipe import Recipe
 
-ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_HYP = ROOT / "configs" / "hyps" / "default.yaml"
 TEXT_KEYS = {"optimizer", "assigner"}  # the only non-numeric keys a hyp file may hold
 # probabilities and fractions; every other numeric key must be >= 0
@@ -105,6 +106,20 @@ class TrainConfig:
     def as_dict(self) -> dict[str, Any]:
         """The run settings as plain values (for opt.yaml and checkpoints), without the hyperparameters."""
         return {k: v for k, v in dataclasses.asdict(self).items() if k != "hyp_values"}
+
+    @classmethod
+    def from_dict(cls, settings: dict[str, Any], hyp: dict[str, Any] | None = None) -> TrainConfig:
+        """Saved or hand-made settings (a checkpoint's opt and hyp, a test's few keys) -> a TrainConfig. What
+        they leave out comes from its one owner: a field's default here, a hyperparameter's in default.yaml
+        (a run saved before a key existed resumes with that default); the optimizer is resolved as a new
+        run's is. Unknown run settings are an error naming them."""
+        unknown = set(settings) - {f.name for f in dataclasses.fields(cls)} - {"hyp_values"}
+        if unknown:
+            raise TypeError(f"unknown run settings {sorted(unknown)}")
+        hyp_values = {**default_hyp(), **(hyp or {})}
+        cfg = cls(**settings, hyp_values=hyp_values)
+        cfg.optimizer = resolve_optimizer(cfg.optimizer, hyp_values, cfg.hyp or DEFAULT_HYP.name)
+        return cfg
 
 
 NOT_OPTIONS = ("hyp_values", "recipe_notes")  # filled by resolve(), never given

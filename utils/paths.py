@@ -7,6 +7,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
+# the repository root, written once: the CLIs find data/, configs/ and the demo set from any working directory
+ROOT = Path(__file__).resolve().parents[1]
 MAX_NAME_BYTES = 100  # file-name components from data: far below the 255-byte limit, room for suffixes
 
 

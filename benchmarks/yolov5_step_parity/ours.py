@@ -68,8 +68,9 @@ def run_ours(inputs: Path, settings: dict, weights: Path = WEIGHTS, double: bool
                 trainer.stop_signal = 2  # stop after this batch's step, as Ctrl-C does
             return loss, it
 
-        trainer = Trainer(model, recording_loss, loader[:nb], lambda m, final=False: {"fitness": 0.0},
-                          cfg.hyp_values, cfg.as_dict(), Path(run_dir), torch.device("cpu"))
+        cfg.save_dir = run_dir
+        trainer = Trainer(model, recording_loss, loader[:nb], lambda m, final=False: {"fitness": 0.0}, cfg,
+                          torch.device("cpu"))
         real_step, real_close = trainer._step, trainer._close_mosaic
 
         def counted_step():

@@ -18,6 +18,7 @@ import torch.nn as nn
 import yaml
 
 from models.yolo import Model
+from utils.config import TrainConfig
 from utils.engine.build import build_model
 from utils.torch_utils import ModelEMA
 from utils.engine.trainer import MAX_BAD_STEPS, Trainer, TrainingStopped
@@ -79,9 +80,14 @@ def _csv_epochs(path: Path) -> list[int]:
     return [int(r["epoch"]) for r in csv.DictReader(open(path))] if path.exists() else []
 
 
+def _cfg(save_dir, hyp: dict = HYP, **opt) -> TrainConfig:
+    """The run settings and hyperparameters a test names; the rest from their owners (TrainConfig, default.yaml)."""
+    return TrainConfig.from_dict({**OPT, **opt, "save_dir": str(save_dir)}, hyp)
+
+
 def _trainer(tmp_path, model, loss_fn, loader, val_fn=None, **opt) -> Trainer:
     val_fn = val_fn or (lambda m, final=False: {"fitness": 0.0})
-    return Trainer(model, loss_fn, loader, val_fn, dict(HYP), {**OPT, **opt}, tmp_path, torch.device("cpu"))
+    return Trainer(model, loss_fn, loader, val_fn, _cfg(tmp_path, **opt), torch.device("cpu"))
 
 
 # ----------------------------------------------------------------------------- NaN guard
@@ -203,7 +209,7 @@ def test_multi_scale_rescales_targets_with_the_image():
     """A white box drawn where its target says: after the random resize it must still be
     where the rescaled target says (within a pixel of interpolation blur)."""
     model = _model()
-    fake = SimpleNamespace(model=model, opt={"imgsz": 64})
+    fake = SimpleNamespace(model=model, cfg=SimpleNamespace(imgsz=64))
     imgs = torch.zeros(1, 3, 64, 96)
     x1, y1, x2, y2 = 40, 16, 72, 40
     imgs[..., y1:y2, x1:x2] = 1.0
@@ -279,8 +285,8 @@ def test_resume_through_last_pt_continues_exactly(tmp_path):
                 t.stop_signal = 15  # as a SIGTERM during epoch stop_after + 1 would: stop after its first batch
             return {"fitness": next(scores)}
 
-        t = Trainer(model, SquaredOutputs(model), loader, val_fn, dict(hyp), dict(opt), save_dir,
-                    torch.device("cpu"), ckpt=ckpt)
+        t = Trainer(model, SquaredOutputs(model), loader, val_fn, _cfg(save_dir, hyp, **opt), torch.device("cpu"),
+                    ckpt=ckpt)
         return t, t.fit()
 
     straight, res = run(tmp_path / "a", [0.5, 0.4, 0.3, 0.2])
@@ -447,7 +453,7 @@ def test_close_mosaic_restarts_persistent_workers_with_mosaic_off(tmp_path):
                                          collate_fn=collate_fn)
     model = _model()
     t = _RecordingTrainer(model, SquaredOutputs(model), loader, lambda m, final=False: {"fitness": 0.0},
-                          {**HYP, "close_mosaic": 1}, {**OPT, "epochs": 2}, tmp_path, torch.device("cpu"))
+                          _cfg(tmp_path, {**HYP, "close_mosaic": 1}, epochs=2), torch.device("cpu"))
     t.fit()
     # the worker kept its copy of the dataset: without the restart epoch 1 would still see 100
     assert t.levels == [100, 100, 0, 0] and loader.dataset.mosaic_p == 0.0
@@ -457,8 +463,8 @@ def test_multi_scale_feeds_the_model_varied_stride_multiple_sizes(tmp_path):
     model = _model()
     np.random.seed(0)
     t = _RecordingTrainer(model, SquaredOutputs(model), [_batch(seed=i) for i in range(6)],
-                          lambda m, final=False: {"fitness": 0.0}, dict(HYP), {**OPT, "multi_scale": True},
-                          tmp_path, torch.device("cpu"))
+                          lambda m, final=False: {"fitness": 0.0}, _cfg(tmp_path, multi_scale=True),
+                          torch.device("cpu"))
     seen = []
     rescale = t._rescale
 

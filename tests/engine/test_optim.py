@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from models.yolo import Model
+from utils.config import default_hyp
 from utils.engine.optim import apply_lr, build_optimizer, lr_lambda, warmup_iterations
 
 HYP = dict(lr0=0.01, lrf=0.01, momentum=0.937, warmup_epochs=3, warmup_iters=100, warmup_momentum=0.8,
@@ -32,14 +33,14 @@ def test_frozen_parameters_are_left_out():
     model = Model("yolov5n.yaml", nc=2)
     for p in model.model[0].parameters():
         p.requires_grad_(False)
-    opt = build_optimizer(model, "SGD")
+    opt = build_optimizer(model, "SGD", 0.01, 0.937, 5e-4)
     n = sum(p.numel() for g in opt.param_groups for p in g["params"])
     assert n == sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def test_unknown_optimizer():
     with pytest.raises(ValueError, match="choose SGD, Adam or AdamW"):
-        build_optimizer(Model("yolov5n.yaml", nc=1), "Lion")
+        build_optimizer(Model("yolov5n.yaml", nc=1), "Lion", 0.01, 0.937, 5e-4)
 
 
 def test_schedules_start_at_one_and_end_at_lrf():
@@ -58,7 +59,7 @@ def test_warmup_length_and_ramps():
     assert warmup_iterations(HYP, batches_per_epoch=10, epochs=4) == 20  # at most half the run
     assert warmup_iterations({**HYP, "warmup_epochs": 0}, 10, 4) == 0
     model = Model("yolov5n.yaml", nc=1)
-    opt = build_optimizer(model, "SGD", HYP["lr0"], HYP["momentum"])
+    opt = build_optimizer(model, "SGD", HYP["lr0"], HYP["momentum"], 5e-4)
     lf = lr_lambda(10, HYP["lrf"])
     nb, nw = 10, 40
     apply_lr(opt, HYP, lf, 0, 0, nw, nb, True)
@@ -93,11 +94,11 @@ def test_optimizer_kinds_and_their_settings():
 def test_warmup_iterations_by_hand():
     hyp = {"warmup_epochs": 2.5, "warmup_iters": 10}
     assert warmup_iterations(hyp, 41, 100) == round(2.5 * 41)  # 102.5 -> 102, Python rounding
-    assert warmup_iterations({"warmup_epochs": 1.0}, 7, 100) == 100  # warmup_iters defaults to 100
+    assert warmup_iterations({**default_hyp(), "warmup_epochs": 1.0}, 7, 100) == 100  # default.yaml's warmup_iters
     assert warmup_iterations({"warmup_epochs": 1.0, "warmup_iters": 3}, 7, 100) == 7
     assert warmup_iterations({"warmup_epochs": 1.0, "warmup_iters": 3}, 7, 1) == 3  # 7 * 1 // 2
     assert warmup_iterations({"warmup_epochs": -1.0}, 7, 10) == 0
-    assert warmup_iterations({}, 7, 10) == 0  # no warmup_epochs: none
+    assert warmup_iterations({"warmup_epochs": 0.0}, 7, 10) == 0
 
 
 def test_apply_lr_by_hand_during_and_after_warmup():
@@ -109,7 +110,7 @@ def test_apply_lr_by_hand_during_and_after_warmup():
     lf = lr_lambda(4, hyp["lrf"])
     nb, nw = 8, 12
     for sgd, name in ((True, "SGD"), (False, "Adam")):
-        opt = build_optimizer(model, name, 0.5, 0.9)
+        opt = build_optimizer(model, name, 0.5, 0.9, 0.0)
         for ni in (0, 3, 7, 11, 12, 20, 31):
             epoch = ni // nb
             target = 0.02 * (1 - epoch / 4 * (1 - 0.1))
@@ -125,28 +126,30 @@ def test_apply_lr_by_hand_during_and_after_warmup():
                     assert g["momentum"] == pytest.approx(want), (ni, j)
                 else:
                     assert "momentum" not in g and g["betas"] == (0.9, 0.999)  # Adam's beta1 is not warmed up
-    opt = build_optimizer(model, "SGD", 0.5, 0.9)
+    opt = build_optimizer(model, "SGD", 0.5, 0.9, 0.0)
     apply_lr(opt, {**hyp, "warmup_bias_lr": 0.2}, lf, 2, 5, 0, 0, True)  # nb 0: the epoch alone
     assert all(g["lr"] == pytest.approx(0.02 * lf(2)) for g in opt.param_groups)
 
 
 
-def test_build_optimizer_defaults_and_partly_frozen_modules():
+def test_build_optimizer_groups_and_partly_frozen_modules():
     conv = torch.nn.Conv2d(3, 4, 3)
-    opt = build_optimizer(torch.nn.Sequential(conv))  # YOLOv5's SGD defaults
+    opt = build_optimizer(torch.nn.Sequential(conv), "SGD", 0.01, 0.937, 5e-4)  # YOLOv5's SGD values
     assert isinstance(opt, torch.optim.SGD)
     assert [(g["lr"], g["momentum"], g["weight_decay"]) for g in opt.param_groups] == \
         [(0.01, 0.937, 0.0), (0.01, 0.937, 5e-4), (0.01, 0.937, 0.0)]
     conv.weight.requires_grad_(False)  # a frozen weight must not hide the module's trainable bias
-    opt = build_optimizer(torch.nn.Sequential(conv))
+    opt = build_optimizer(torch.nn.Sequential(conv), "SGD", 0.01, 0.937, 5e-4)
     assert [[id(p) for p in g["params"]] for g in opt.param_groups] == [[id(conv.bias)], [], []]
 
 
-def test_apply_lr_warmup_starts_default_to_zero_bias_lr_and_momentum_0_8():
-    opt = build_optimizer(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)), "SGD", 0.5, 0.9)
-    hyp = {"lr0": 0.01, "lrf": 0.01, "momentum": 0.95}  # no warmup_bias_lr, no warmup_momentum
+def test_apply_lr_warmup_starts_come_from_the_hyp():
+    opt = build_optimizer(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)), "SGD", 0.5, 0.9, 0.0)
+    hyp = {**default_hyp(), "lr0": 0.01, "lrf": 0.01, "momentum": 0.95, "warmup_bias_lr": 0.0}
     apply_lr(opt, hyp, lr_lambda(10, 0.01), 0, 0, 10, 5, True)
     assert [g["lr"] for g in opt.param_groups] == [0.0, 0.0, 0.0]
-    assert all(g["momentum"] == pytest.approx(0.8) for g in opt.param_groups)
+    assert all(g["momentum"] == pytest.approx(0.8) for g in opt.param_groups)  # default.yaml's warmup_momentum
     apply_lr(opt, hyp, lr_lambda(10, 0.01), 1, 5, 10, 5, True)
     assert all(g["momentum"] == pytest.approx(0.875) for g in opt.param_groups)  # halfway to 0.95
+    with pytest.raises(KeyError, match="warmup_bias_lr"):  # an incomplete hyp is an error, not a second default
+        apply_lr(opt, {"lr0": 0.01, "momentum": 0.95}, lr_lambda(10, 0.01), 0, 0, 10, 5, True)

@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from utils.config import TrainConfig
 from utils.engine.optim import accumulation_at
 from utils.engine.trainer import Trainer
 
@@ -52,8 +53,9 @@ def _steps_taken(tmp_path, epochs: int, nb: int, batch: int, hyp_extra: dict) ->
                warmup_iters=100, warmup_momentum=0.8, warmup_bias_lr=0.1, **hyp_extra)
     # rank 1 (a non-main DDP rank, world 1 so no process group): the same stepping as rank 0
     # without checkpoints, EMA or validation, which this does not test (and _Tiny has no yaml)
-    t = Trainer(model, loss, [batch_t] * nb, lambda m, final=False: {"fitness": 0.0}, hyp,
-                dict(epochs=epochs, batch_size=batch, imgsz=8), tmp_path, torch.device("cpu"), rank=1)
+    cfg = TrainConfig.from_dict(dict(epochs=epochs, batch_size=batch, imgsz=8, save_dir=str(tmp_path)), hyp)
+    t = Trainer(model, loss, [batch_t] * nb, lambda m, final=False: {"fitness": 0.0}, cfg, torch.device("cpu"),
+                rank=1)
     steps: list[int] = []
     real_step = t._step
 
@@ -66,7 +68,7 @@ def _steps_taken(tmp_path, epochs: int, nb: int, batch: int, hyp_extra: dict) ->
     return steps, t
 
 
-@pytest.mark.parametrize("nbs", [64, None])  # None: the trainer's default nbs is 64
+@pytest.mark.parametrize("nbs", [64, None])  # None: default.yaml's nbs, 64
 def test_trainer_steps_follow_the_warmup_accumulation_ramp(tmp_path, nbs):
     # 25 batches of 16 images, 8 epochs: warmup is max(3 * 25, 100) = 100 iterations (not capped
     # at half the run, 100), then a step every 4th batch

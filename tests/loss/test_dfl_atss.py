@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from models.yolo import Model
-from utils.config import default_hyp, parse_hyp_set
+from utils.config import TrainConfig, default_hyp, parse_hyp_set
 from utils.engine.trainer import Trainer
 from utils.loss import DFLLoss, build_loss
 
@@ -80,8 +80,8 @@ def _fit(model: Model, loss: DFLLoss, epochs: int, start_epoch: int = 0, tmp_pat
     batch = (torch.randint(0, 255, (2, 3, 64, 64), dtype=torch.uint8), TARGETS.float(), (), ())
     hyp = {**FULL, "warmup_epochs": 0, "nbs": 2}
     # rank 1 (world 1): the real epoch loop without checkpoints, EMA or validation, which this does not test
-    t = Trainer(model, loss, [batch], lambda m, final=False: {"fitness": 0.0}, hyp,
-                dict(epochs=epochs, batch_size=2, imgsz=64), tmp_path, torch.device("cpu"), rank=1)
+    cfg = TrainConfig.from_dict(dict(epochs=epochs, batch_size=2, imgsz=64, save_dir=str(tmp_path)), hyp)
+    t = Trainer(model, loss, [batch], lambda m, final=False: {"fitness": 0.0}, cfg, torch.device("cpu"), rank=1)
     t.start_epoch = start_epoch  # what a resumed run's _restore sets (checkpoint epoch + 1)
     t.fit()
     return loss.used

@@ -65,7 +65,8 @@ def test_zoo_builds_runs_and_trains_one_step(cfg):
     targets = torch.tensor([[0, 3, 30.0, 40.0, 12.0, 16.0], [0, 7, 70.0, 20.0, 40.0, 30.0],
                             [1, 0, 48.0, 48.0, 8.0, 8.0]])  # [batch_idx, cls, cx, cy, w, h] in pixels
     before = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
-    opt = build_optimizer(model, "SGD", lr=0.01, decay=0.0)  # the trainer's groups; no decay: only gradients move
+    # the trainer's groups; no decay: only gradients move
+    opt = build_optimizer(model, "SGD", lr=0.01, momentum=0.937, decay=0.0)
     loss, items = loss_fn(model(torch.randn(2, 3, 96, 96)), targets)
     assert torch.isfinite(loss) and loss > 0 and items[0] > 0  # a box loss: the targets were matched
     loss.backward()

@@ -28,8 +28,8 @@ from utils.data.coco import DatasetError, read_categories
 from utils.data.image_io import BIT_DEPTH_MODES
 from utils.data.native_data import is_native_entry, native_split
 from utils.data.yolo_data import is_yolo_entry, yolo_split
+from utils.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 ENV_ROOT = "SMALLDET_DATASETS"
 SPLITS = ("train", "val", "test")
 GENERATORS = {"shapes": "utils.data.shapes"}  # generate: NAME -> module with ensure(path)

@@ -21,6 +21,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from utils.paths import ROOT
+
 CLASSES = ("circle", "square", "triangle", "cross")
 HUES = (0, 60, 120, 28)        # OpenCV hue (0-179): red, green, blue, yellow
 SPLITS = {"train": 400, "val": 100}
@@ -197,7 +199,7 @@ def ensure(out: str | Path, seed: int = 0) -> Path:
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parents[2] / "data" / "shapes"))
+    ap.add_argument("--out", default=str(ROOT / "data" / "shapes"))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--force", action="store_true", help="regenerate even if present")
     a = ap.parse_args()

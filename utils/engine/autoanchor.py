@@ -116,7 +116,7 @@ def kmean_anchors(wh: np.ndarray, n: int = 9, thr: float = 4.0, gen: int = 1000,
     return k.astype(np.float32)
 
 
-def check_anchors(wh: np.ndarray, model: nn.Module, thr: float = 4.0, imgsz: int = 640,
+def check_anchors(wh: np.ndarray, model: nn.Module, thr: float, imgsz: int,
                   min_bpr: float = 0.98, gen: int = 1000, seed: int = 0,
                   min_size: float = MIN_ANCHOR, verbose: bool = True) -> bool:
     """Refit ``model.detect.anchors`` (pixels) to box sizes ``wh`` when BPR < ``min_bpr``.

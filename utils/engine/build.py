@@ -115,11 +115,11 @@ def build_run(opt: TrainConfig, data: dict, device: torch.device, rank: int, wor
     # the run folder only once model, data and settings have passed their checks: a bad input leaves nothing
     lock = None
     if main_proc:  # one writer per run folder (utils/run_lock.py): a resumed one is held too
-        resumed = getattr(opt, "save_dir", "")
+        resumed = opt.save_dir
         save_dir, lock = ((Path(resumed), RunLock(resumed)) if resumed
                           else claim_run_dir(Path(opt.project) / opt.name, opt.exist_ok))
     else:
-        save_dir = Path(getattr(opt, "save_dir", "") or increment_path(Path(opt.project) / opt.name, opt.exist_ok))
+        save_dir = Path(opt.save_dir or increment_path(Path(opt.project) / opt.name, opt.exist_ok))
     opt.save_dir = str(save_dir)
     if main_proc:
         (save_dir / "weights").mkdir(parents=True, exist_ok=True)
@@ -163,8 +163,7 @@ def build_run(opt: TrainConfig, data: dict, device: torch.device, rank: int, wor
         LOG.info(f"Results saved to {save_dir}")
         return metrics
 
-    trainer = Trainer(model, loss_fn, train_loader, val_fn, hyp, opt.as_dict(), save_dir, device,
-                      rank=rank, world=world, ckpt=ckpt)
+    trainer = Trainer(model, loss_fn, train_loader, val_fn, opt, device, rank=rank, world=world, ckpt=ckpt)
     trainer.run_lock = lock  # train.py releases it when the run, final evaluation included, is over
     return trainer, finish
 

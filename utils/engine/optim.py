@@ -11,10 +11,10 @@ import torch.nn as nn
 OPTIMIZERS = ("SGD", "Adam", "AdamW")  # --optimizer and a hyp file's `optimizer:` choose among these
 
 
-def build_optimizer(model: nn.Module, name: str = "SGD", lr: float = 0.01, momentum: float = 0.937,
-                    decay: float = 5e-4) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, name: str, lr: float, momentum: float, decay: float) -> torch.optim.Optimizer:
     """Three groups: weights with decay, and norm weights and biases without it (decaying
-    them only pulls BN scales and offsets toward zero, it does not regularise)."""
+    them only pulls BN scales and offsets toward zero, it does not regularise). The values come from the
+    run's hyperparameters (configs/hyps/default.yaml owns their defaults)."""
     decayed, no_decay_norm, biases = [], [], []
     norms = tuple(v for k, v in nn.__dict__.items() if "Norm" in k and isinstance(v, type))
     for module in model.modules():
@@ -49,10 +49,11 @@ def lr_lambda(epochs: int, lrf: float, cosine: bool = False) -> Callable[[float]
 
 
 def warmup_iterations(hyp: dict, batches_per_epoch: int, epochs: int) -> int:
-    """Warmup length: warmup_epochs, at least warmup_iters, at most half of the run."""
-    if hyp.get("warmup_epochs", 0) <= 0:
+    """Warmup length: warmup_epochs, at least warmup_iters, at most half of the run (hyp: complete, as
+    config.resolve makes it)."""
+    if hyp["warmup_epochs"] <= 0:
         return 0
-    nw = max(round(hyp["warmup_epochs"] * batches_per_epoch), int(hyp.get("warmup_iters", 100)))
+    nw = max(round(hyp["warmup_epochs"] * batches_per_epoch), int(hyp["warmup_iters"]))
     return min(nw, batches_per_epoch * epochs // 2)
 
 
@@ -84,11 +85,10 @@ def apply_lr(optimizer: torch.optim.Optimizer, hyp: dict, lf: Callable[[float], 
     target = hyp["lr0"] * lf(epoch)
     for j, g in enumerate(optimizer.param_groups):
         if ni < nw:
-            start = hyp.get("warmup_bias_lr", 0.0) if j == 0 else 0.0
+            start = hyp["warmup_bias_lr"] if j == 0 else 0.0
             g["lr"] = float(np.interp(ni, [0, nw], [start, target]))
             if sgd and "momentum" in g:
-                g["momentum"] = float(np.interp(ni, [0, nw], [hyp.get("warmup_momentum", 0.8),
-                                                              hyp["momentum"]]))
+                g["momentum"] = float(np.interp(ni, [0, nw], [hyp["warmup_momentum"], hyp["momentum"]]))
         else:
             g["lr"] = target
             if sgd and "momentum" in g:

@@ -1,6 +1,8 @@
 """The training loop: one object that owns model, EMA, optimizer, loaders and the run dir.
 
-train.py wires options into it; this file knows nothing of the command line.
+train.py wires options into it; this file knows nothing of the command line. It reads the run's resolved
+TrainConfig (utils/config.py) and its complete hyperparameters, and defaults nothing itself: each default has
+one owner (TrainConfig's fields, configs/hyps/default.yaml), checked by tests/engine/test_config_owner.py.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from utils.boxes import IGNORE_CLASS
+from utils.config import TrainConfig
 from utils.checkpoints.checkpoint import checkpoint_yaml, read_checkpoint, save_checkpoint
 from utils.logger import LOG, RunLogger
 from utils.engine.optim import accumulation_at, apply_lr, build_optimizer, lr_lambda, warmup_iterations
@@ -31,30 +34,33 @@ class TrainingStopped(RuntimeError):
 
 
 class Trainer:
-    def __init__(self, model: nn.Module, loss_fn, train_loader, val_fn, hyp: dict, opt: dict,
-                 save_dir: Path, device: torch.device, rank: int = -1, world: int = 1,
-                 ckpt: dict | None = None):
+    def __init__(self, model: nn.Module, loss_fn, train_loader, val_fn, cfg: TrainConfig,
+                 device: torch.device, rank: int = -1, world: int = 1, ckpt: dict | None = None):
+        """cfg: the run's settings, resolved (config.resolve, or TrainConfig.from_dict for saved ones), with
+        cfg.save_dir set to the run folder and cfg.hyp_values complete."""
+        if not cfg.save_dir:
+            raise ValueError("Trainer: cfg.save_dir is empty; the run folder must be set before training")
         self.model, self.loss_fn, self.train_loader, self.val_fn = model, loss_fn, train_loader, val_fn
         # what the loss's three items are: box/obj/cls (anchor head) or box/dfl/cls (DetectDFL)
         self.loss_names = tuple(getattr(loss_fn, "item_names", ("box", "obj", "cls")))
-        self.hyp, self.opt, self.device = hyp, opt, device
-        self.save_dir = Path(save_dir)
+        self.cfg, self.hyp, self.device = cfg, cfg.hyp_values, device
+        self.save_dir = Path(cfg.save_dir)
         self.wdir = self.save_dir / "weights"
         self.rank, self.world = rank, world
         self.main = rank in (-1, 0)
-        self.epochs = int(opt["epochs"])
+        hyp = self.hyp
+        self.epochs = int(cfg.epochs)
         self.nb = len(train_loader)
-        self.nbs = int(hyp.get("nbs", 64))  # nominal batch size: gradients are accumulated up to it
+        self.nbs = int(hyp["nbs"])  # nominal batch size: gradients are accumulated up to it
         # accumulation after warmup (it ramps up from 1 during warmup, see accumulation_at);
         # weight decay is scaled with this final value, as in YOLOv5
-        self.accumulate = accumulation_at(0, 0, self.nbs, opt["batch_size"])
-        decay = hyp["weight_decay"] * opt["batch_size"] * self.accumulate / self.nbs
-        self.optimizer = build_optimizer(model, opt.get("optimizer", "SGD"), hyp["lr0"],
-                                         hyp["momentum"], decay)
-        self.sgd = opt.get("optimizer", "SGD").lower() == "sgd"
-        self.lf = lr_lambda(self.epochs, hyp["lrf"], opt.get("cos_lr", False))
+        self.accumulate = accumulation_at(0, 0, self.nbs, cfg.batch_size)
+        decay = hyp["weight_decay"] * cfg.batch_size * self.accumulate / self.nbs
+        self.optimizer = build_optimizer(model, cfg.optimizer, hyp["lr0"], hyp["momentum"], decay)
+        self.sgd = cfg.optimizer.lower() == "sgd"
+        self.lf = lr_lambda(self.epochs, hyp["lrf"], cfg.cos_lr)
         self.nw = warmup_iterations(hyp, self.nb, self.epochs)
-        self.amp = device.type == "cuda" and not opt.get("no_amp", False)
+        self.amp = device.type == "cuda" and not cfg.no_amp
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.ema = ModelEMA(model) if self.main else None
         self.start_epoch, self.best_fitness = 0, -1.0
@@ -126,8 +132,9 @@ class Trainer:
             "last_opt_step": self.last_opt_step,
             "rng": self._rng_state(),
             "names": list(raw.names), "cat_ids": list(raw.cat_ids),
-            "imgsz": self.opt["imgsz"], "hyp": dict(self.hyp),
-            "opt": {k: v for k, v in self.opt.items() if isinstance(v, (int, float, str, bool, list, type(None)))},
+            "imgsz": self.cfg.imgsz, "hyp": dict(self.hyp),
+            "opt": {k: v for k, v in self.cfg.as_dict().items()
+                    if isinstance(v, (int, float, str, bool, list, type(None)))},
             "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "final_eval": self.final_eval,
         }
@@ -137,7 +144,7 @@ class Trainer:
         save_checkpoint(ckpt, self.wdir / "last.pt")
         if fitness is not None and fitness >= self.best_fitness:
             save_checkpoint(ckpt, self.wdir / "best.pt")
-        period = self.opt.get("save_period", -1)
+        period = self.cfg.save_period
         if period > 0 and (epoch + 1) % period == 0:
             save_checkpoint(ckpt, self.wdir / f"epoch{epoch}.pt")
 
@@ -152,7 +159,7 @@ class Trainer:
     def _close_mosaic(self, epoch: int) -> None:
         """hyp close_mosaic = N: whole images (no mosaic) for the last N epochs, so the model
         ends on the object scale and context it will see at test time."""
-        n = int(self.hyp.get("close_mosaic", 0) or 0)
+        n = int(self.hyp["close_mosaic"] or 0)
         ds = getattr(self.train_loader, "dataset", None)
         if n <= 0 or epoch < self.epochs - n or not getattr(ds, "mosaic_p", 0):
             return
@@ -178,7 +185,7 @@ class Trainer:
             self.logger.close()
 
     def _fit(self) -> dict[str, Any]:
-        patience = self.opt.get("patience", 100) or math.inf
+        patience = self.cfg.patience or math.inf
         bad_steps, metrics = 0, {}
         for epoch in range(self.start_epoch, self.epochs):
             if self._should_stop():  # a signal during the previous epoch's validation: that epoch is saved
@@ -201,10 +208,10 @@ class Trainer:
                 ni = i + self.nb * epoch
                 imgs = self.preprocess(imgs)
                 targets = targets.to(self.device)
-                if self.opt.get("single_cls"):
+                if self.cfg.single_cls:
                     targets[targets[:, 1] != IGNORE_CLASS, 1] = 0  # ignore regions stay what they are
                 apply_lr(self.optimizer, self.hyp, self.lf, epoch, ni, self.nw, self.nb, self.sgd)
-                if self.opt.get("multi_scale"):
+                if self.cfg.multi_scale:
                     imgs, targets = self._rescale(imgs, targets)
                 with torch.autocast("cuda", enabled=self.amp):
                     preds = self.model(imgs)
@@ -223,7 +230,7 @@ class Trainer:
                 if self.world > 1:
                     loss = loss * self.world  # DDP averages gradients across processes
                 self.scaler.scale(loss).backward()
-                if ni - self.last_opt_step >= accumulation_at(ni, self.nw, self.nbs, self.opt["batch_size"]):
+                if ni - self.last_opt_step >= accumulation_at(ni, self.nw, self.nbs, self.cfg.batch_size):
                     self._step()
                     self.last_opt_step = ni
                 mloss = (mloss * i + items) / (i + 1)
@@ -244,7 +251,7 @@ class Trainer:
                 final = epoch + 1 == self.epochs
                 if final:
                     self.final_eval = "pending"
-                if self.opt.get("noval") and not final:  # --noval: only the last epoch is scored
+                if self.cfg.noval and not final:  # --noval: only the last epoch is scored
                     metrics, fitness = {}, None
                 else:
                     # the epoch's weights are on disk before evaluation runs: a validation that fails
@@ -301,7 +308,7 @@ class Trainer:
 
     def _step(self) -> None:
         self.scaler.unscale_(self.optimizer)
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=self.hyp.get("grad_clip", 10.0))
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=self.hyp["grad_clip"])
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad()
@@ -311,7 +318,7 @@ class Trainer:
     def _rescale(self, imgs: torch.Tensor, targets: torch.Tensor):
         """Multi-scale training: a random size in [0.5, 1.5] x imgsz, a multiple of the stride."""
         gs = int(unwrap(self.model).stride.max())
-        sz = self.opt["imgsz"]
+        sz = self.cfg.imgsz
         new = int(np.random.uniform(sz * 0.5, sz * 1.5 + gs)) // gs * gs
         f = new / max(imgs.shape[2:])
         if f != 1:

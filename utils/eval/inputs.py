@@ -9,8 +9,8 @@ import torch
 
 from utils.inference.postprocess import scale_boxes, xywh2xyxy
 from utils.logger import LOG
+from utils.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def load_data(data: str | dict) -> dict:
