@@ -9,29 +9,30 @@ Outputs go to runs/detect/exp{,2,...}: drawn images and one mp4 per video (unles
 labels/<stem>.txt (--save-txt: cls cx cy w h conf, normalised; video frames <stem>_<frame>.txt),
 predictions.json (--save-json: COCO results) and crops/<class>/<stem>_<k>.jpg (--save-crop).
 The engine is utils/inference/runner.py; this script parses flags and calls it. ``run(**kwargs)``
-(= ``utils.inference.runner.run_detection``) returns one FrameResult (path, frame, det, shape) per frame.
+(= ``utils.inference.runner.run_detection``, options: utils/inference/settings.py DetectSettings) returns
+one FrameResult (path, frame, det, shape) per frame.
 """
 from __future__ import annotations
 
 import argparse
-import inspect
 import sys
 
 from utils.data.recipe import slice_arg
 from utils.checkpoints.checkpoint import CheckpointError
 from utils.inference.runner import FrameResult, run_detection
+from utils.inference.settings import DetectSettings
 from utils.inference.slicing import MERGE_MODES
 from utils.inference.sources import STREAM_PREFIXES
 
 __all__ = ["FrameResult", "main", "parse_opt", "run"]
 
-run = run_detection  # the Python entry point: same signature, same results
+run = run_detection  # the Python entry point: run(weights, source, **DetectSettings fields)
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
-    D = {k: v.default for k, v in inspect.signature(run).parameters.items()}  # run() owns the defaults
+    D = DetectSettings.defaults()  # the settings own the defaults
     a("--weights", type=str, required=True, help="checkpoint .pt, or .onnx / .torchscript from export.py")
     a("--source", type=str, required=True, help="image, folder, glob, .txt list, video, webcam index or URL")
     a("--imgsz", "--img", "--img-size", type=int, default=D["imgsz"], help="inference size (long side, pixels)")

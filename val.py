@@ -7,36 +7,41 @@
     python val.py --data D --weights best.onnx                  # or best.torchscript (made by export.py)
     python val.py --data D --weights W --slice auto             # slicing picked from the data (utils/data/recipe.py)
 
-The engine is utils/eval/validator.py; this script parses flags and calls it. ``run(**kwargs)`` stays
-the Python entry point (tests, benchmarks): ``fast=True`` selects the in-training evaluation
-(``utils.eval.validator.TRAINING_EVAL``: in-memory figures for all and small boxes, no COCOeval).
+The engine is utils/eval/validator.py (its settings and their defaults: utils/eval/settings.py ValSettings);
+this script parses flags and calls it. ``run(**kwargs)`` stays the Python entry point (tests, benchmarks):
+``fast=True`` selects the in-training evaluation (``ValSettings.training``: in-memory figures for all and
+small boxes, no COCOeval); ``--task speed`` is the ``ValSettings.speed`` preset.
 """
 from __future__ import annotations
 
 import argparse
-import inspect
 import sys
 from typing import Any
 
+import torch
 
 from utils.data.recipe import slice_arg
 from utils.eval.protocols import PROTOCOLS
-from utils.eval.validator import FULL_EVAL, TASKS, TRAINING_EVAL, validate
+from utils.eval.settings import TASKS, ValSettings
+from utils.eval.validator import Validator
 from utils.inference.slicing import MERGE_MODES
 
 
-def run(fast: bool = False, **kwargs: Any) -> dict[str, Any]:
-    """utils.eval.validator.validate (its signature holds the options and their defaults), with fast=True
-    meaning TRAINING_EVAL (see its doc for the figures). slice="auto" picks slice and overlap as train.py
-    --recipe auto does, from the data YAML's train split at imgsz; an overlap given (not None) is kept."""
-    unknown = set(kwargs) - set(inspect.signature(validate).parameters)
+def run(fast: bool = False, model: torch.nn.Module | None = None, dataloader: Any = None,
+        **kwargs: Any) -> dict[str, Any]:
+    """Validator(ValSettings(**kwargs), dataloader)(model) (ValSettings holds the options and their defaults;
+    the Validator's doc the figures). task="speed" is the ValSettings.speed preset, fast=True the
+    ValSettings.training one. slice="auto" picks slice and overlap as train.py --recipe auto does, from the
+    data YAML's train split at imgsz; an overlap given (not None) is kept."""
+    unknown = set(kwargs) - set(ValSettings.names())
     if unknown:
         raise TypeError(f"val.run: unknown options {sorted(unknown)}")
     if kwargs.get("slice") == "auto":
         _auto_slice(kwargs)
     if kwargs.get("overlap") is None:
-        kwargs.pop("overlap", None)  # validate's default
-    return validate(**kwargs, options=TRAINING_EVAL if fast else FULL_EVAL)
+        kwargs.pop("overlap", None)  # the settings' default
+    preset = ValSettings.speed if kwargs.get("task") == "speed" else ValSettings.training if fast else ValSettings
+    return Validator(preset(**kwargs), dataloader)(model)
 
 
 def _auto_slice(kwargs: dict[str, Any]) -> None:
@@ -44,9 +49,9 @@ def _auto_slice(kwargs: dict[str, Any]) -> None:
     from utils.data.recipe import decide
     from utils.eval.inputs import load_data
     from utils.logger import LOG
-    defaults = inspect.signature(validate).parameters
-    kwargs["data"] = load_data(kwargs.get("data", defaults["data"].default))  # loaded once, validate reuses it
-    recipe = decide(kwargs["data"], kwargs.get("imgsz", defaults["imgsz"].default))
+    defaults = ValSettings.defaults()
+    kwargs["data"] = load_data(kwargs.get("data", defaults["data"]))  # loaded once, the validator reuses it
+    recipe = decide(kwargs["data"], kwargs.get("imgsz", defaults["imgsz"]))
     if kwargs.get("verbose", True):
         LOG.info(f"--slice auto: {recipe.summary()}")
     kwargs["slice"] = recipe.slice
@@ -57,7 +62,7 @@ def _auto_slice(kwargs: dict[str, Any]) -> None:
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
-    D = {k: v.default for k, v in inspect.signature(validate).parameters.items()}  # validate() owns the defaults
+    D = ValSettings.defaults()  # the settings own the defaults
     a("--data", type=str, default=D["data"], help="data YAML")
     a("--weights", type=str, required=True, help="checkpoint .pt, or .onnx / .torchscript from export.py")
     a("--imgsz", "--img", type=int, default=D["imgsz"], help="inference size (pixels)")

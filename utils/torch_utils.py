@@ -1,11 +1,13 @@
-"""Device selection, seeding, EMA and distributed-training helpers."""
+"""Device selection, seeding, EMA, step timing and distributed-training helpers."""
 from __future__ import annotations
 
 import math
 import os
 import random
+import time
+from contextlib import contextmanager
 from copy import deepcopy
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -94,6 +96,34 @@ class ModelEMA:
         for a in attrs:
             if hasattr(src, a):
                 setattr(self.ema, a, getattr(src, a))
+
+
+class StepTimer:
+    """Seconds spent in named steps, summed over calls: ``with timer("inference"): ...``. On CUDA it waits
+    for the device at each step's start and end, so a step is charged for its own kernels."""
+
+    def __init__(self, device: torch.device | str = "cpu"):
+        self.cuda = torch.device(device).type == "cuda"
+        self.device = device
+        self.seconds: dict[str, float] = {}
+
+    def _now(self) -> float:
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    @contextmanager
+    def __call__(self, step: str) -> Iterator[None]:
+        t0 = self._now()
+        try:
+            yield
+        finally:
+            self.seconds[step] = self.seconds.get(step, 0.0) + self._now() - t0
+
+    def ms_per(self, n: int, names: dict[str, str] | None = None) -> dict[str, float]:
+        """Milliseconds per item (n items) of each step, keyed by names[step] when given."""
+        names = names or {k: k for k in self.seconds}
+        return {out: 1e3 * self.seconds.get(step, 0.0) / max(n, 1) for step, out in names.items()}
 
 
 def world_info() -> tuple[int, int, int]:

@@ -358,8 +358,9 @@ def test_empty_train_split_warns_final_eval_uses_workers_and_resume_refuses_new_
     ann_file.write_text(json.dumps(ann))
     calls = []
     from utils.eval import validator  # training calls the library, not val.py
-    real_run = validator.validate
-    monkeypatch.setattr(validator, "validate", lambda **kw: calls.append(kw) or real_run(**kw))
+    real_run = validator.Validator.__call__
+    monkeypatch.setattr(validator.Validator, "__call__",
+                        lambda self, model=None: calls.append(vars(self.settings)) or real_run(self, model))
     log = logging.getLogger("smalldet")
     log.addHandler(caplog.handler)
     try:

@@ -21,17 +21,17 @@ def test_ctrl_c_in_the_final_evaluation_is_one_line_and_resume_runs_it(tmp_path,
     import train
     from utils.eval import validator
     data = make_coco(tmp_path / "set", n_train=4, n_val=2, size=64)
-    real = validator.validate
+    real = validator.Validator.__call__
     calls: list[str] = []
 
-    def validate(**kw):
-        final = bool(kw.get("weights"))  # the final evaluation scores a checkpoint; the epochs' the EMA model
+    def validate(self, model=None):
+        final = bool(self.settings.weights)  # the final evaluation scores a checkpoint; the epochs' the EMA model
         calls.append("final" if final else "epoch")
         if final and calls.count("final") == 1:
             _ctrl_c()
-        return real(**kw)
+        return real(self, model)
 
-    monkeypatch.setattr(validator, "validate", validate)
+    monkeypatch.setattr(validator.Validator, "__call__", validate)
     log = logging.getLogger("smalldet")
     log.addHandler(caplog.handler)
     try:

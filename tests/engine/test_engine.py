@@ -492,7 +492,7 @@ def test_save_period_and_a_second_signal(tmp_path):
 
 def test_final_validation_uses_the_resolved_slicing(tiny_coco, tmp_path, monkeypatch):
     """finish() scores best.pt with the run's --slice/--overlap (set by hand or by --recipe auto); per-epoch
-    validation stays whole-image. No training: build_run wires, finish() calls a stand-in validate."""
+    validation stays whole-image. No training: build_run wires, finish() calls a stand-in Validator."""
     from utils.config import resolve
     from utils.data.config import load_data_config
     from utils.engine.build import build_run
@@ -502,7 +502,8 @@ def test_final_validation_uses_the_resolved_slicing(tiny_coco, tmp_path, monkeyp
     cfg = resolve({"imgsz": 64, "slice": 48, "overlap": 0.3, "noplots": True, "noautoanchor": True, "workers": 0,
                    "batch_size": 2, "project": str(tmp_path), "device": "cpu"}, data)
     seen: dict = {}
-    monkeypatch.setattr(validator, "validate", lambda **kw: seen.update(kw) or {})
+    monkeypatch.setattr(validator.Validator, "__call__",
+                        lambda self, model=None: seen.update(vars(self.settings)) or {})
     _, finish = build_run(cfg, data, torch.device("cpu"), -1, 1, None)
     finish()
     assert (seen["slice"], seen["overlap"], seen["imgsz"]) == (48, 0.3, 64)

@@ -261,14 +261,15 @@ def test_cli_with_real_model_and_loader(tiny_coco, tmp_path, log_text):
 # ---------------------------------------------------------------- engine options and the AI-TOD protocol
 
 def test_training_options_equal_the_fast_flag(odd_coco, tmp_path):
-    """build.py calls the library with TRAINING_EVAL: the same figures val.run(fast=True) gives."""
-    from utils.eval.validator import TRAINING_EVAL, validate
+    """build.py runs the Validator with ValSettings.training: the same figures val.run(fast=True) gives."""
+    from utils.eval.settings import ValSettings
+    from utils.eval.validator import Validator
     kw = dict(plots=False, save_json=False, verbose=False)
     fast = _run(odd_coco, tmp_path, dict(jitter=0.1, extra=3, seed=2), fast=True, **kw)
     loader = StandInLoader(StandInDataset(odd_coco))
     data = {"names": loader.dataset.names, "cat_ids": loader.dataset.cat_ids, "val": {}}
-    lib = validate(data=data, model=OracleModel(loader, jitter=0.1, extra=3, seed=2), dataloader=loader,
-                   project=str(tmp_path), imgsz=IMGSZ, options=TRAINING_EVAL, **kw)
+    settings = ValSettings.training(data=data, project=str(tmp_path), imgsz=IMGSZ, **kw)
+    lib = Validator(settings, loader)(OracleModel(loader, jitter=0.1, extra=3, seed=2))
     for k in ("AP", "AP50", "AP75", "APs", "AR100", "precision", "recall", "fitness"):
         assert lib[k] == fast[k], k
     assert "AP_fast" not in lib  # no COCOeval ran

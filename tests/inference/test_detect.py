@@ -309,3 +309,25 @@ def test_slice_auto_slices_only_the_images_much_larger_than_imgsz(tmp_path, monk
     assert detect.parse_opt(["--weights", "w", "--source", "s", "--slice", "auto"]).slice == "auto"
     with pytest.raises(ValueError, match="--slice big must be >= 0 or 'auto'"):
         _run("unused.pt", tmp_path / "src", tmp_path, slice="big")
+
+
+def test_detect_flags_default_to_the_settings_and_settings_combine_with_names(weights, media, tmp_path, monkeypatch):
+    """DetectSettings owns detect.py's defaults; run_detection takes settings and/or fields by name."""
+    from dataclasses import replace
+
+    from utils.inference.settings import DetectSettings
+    opt = vars(detect.parse_opt(["--weights", "w.pt", "--source", "x.jpg"]))
+    defaults = DetectSettings.defaults()
+    for k, v in opt.items():
+        if k not in ("weights", "source", "save_conf"):
+            assert v == defaults[k], k
+    monkeypatch.setattr(DetectSettings.__dataclass_fields__["conf_thres"], "default", 0.3)
+    assert detect.parse_opt(["--weights", "w.pt", "--source", "x.jpg"]).conf_thres == 0.3
+    monkeypatch.undo()
+    s = replace(DetectSettings(), imgsz=64, conf_thres=CONF, device="cpu", project=str(tmp_path), verbose=False)
+    a = detect.run(str(weights), str(media / "imgs"), s, name="a")
+    b = detect.run(weights=str(weights), source=str(media / "imgs"), settings=replace(s, conf_thres=0.9), name="b",
+                   conf_thres=CONF)  # a name overrides the settings
+    assert [len(r.det) for r in a] == [len(r.det) for r in b] and sum(len(r.det) for r in a) > 0
+    with pytest.raises(TypeError, match="conf"):
+        detect.run(weights=str(weights), source=str(media / "imgs"), conf=0.1)

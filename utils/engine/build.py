@@ -82,7 +82,8 @@ def set_dfl_bin(model: Model, opt: TrainConfig | argparse.Namespace, data: dict,
 def build_run(opt: TrainConfig, data: dict, device: torch.device, rank: int, world: int,
               ckpt: dict | None) -> tuple[Any, Callable[[], dict]]:
     """A resolved TrainConfig (utils/config.py) and its loaded data YAML -> (Trainer, finish)."""
-    from utils.eval import validator
+    from utils.eval.settings import ValSettings
+    from utils.eval.validator import Validator
     from utils.engine.autoanchor import check_anchors, dataset_box_wh
     from utils.data.dataset import create_dataloader
     from utils.loss import build_loss
@@ -139,10 +140,13 @@ def build_run(opt: TrainConfig, data: dict, device: torch.device, rank: int, wor
         model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
 
+    # every epoch scores the EMA model on the same loader (in memory, no files); finish() scores best.pt fully
+    epoch_val = Validator(ValSettings.training(data=data, batch_size=per_proc_batch * 2, imgsz=opt.imgsz,
+                                               half=device.type == "cuda", plots=False, save_json=False,
+                                               verbose=False, single_cls=opt.single_cls), val_loader)
+
     def val_fn(m: nn.Module, final: bool = False) -> dict:
-        return validator.validate(data=data, model=m, dataloader=val_loader, batch_size=per_proc_batch * 2,
-                                  imgsz=opt.imgsz, half=device.type == "cuda", options=validator.TRAINING_EVAL,
-                                  plots=False, save_json=False, verbose=False, single_cls=opt.single_cls)
+        return epoch_val(m)
 
     def finish() -> dict:
         """Full COCO evaluation of best.pt, with plots, into the run dir."""
@@ -151,12 +155,12 @@ def build_run(opt: TrainConfig, data: dict, device: torch.device, rank: int, wor
         sliced = f", sliced: --slice {opt.slice} --overlap {opt.overlap}" if opt.slice else ""
         LOG.info(f"\nValidating {weights} (full COCO evaluation{sliced})")
         # --slice (or --recipe auto's choice): a model trained on native-resolution tiles is scored at that scale
-        metrics = validator.validate(data=data, weights=str(weights), batch_size=per_proc_batch * 2,
-                                     workers=opt.workers, imgsz=opt.imgsz, slice=opt.slice, overlap=opt.overlap,
-                                     device=str(device) if device.type != "cuda" else str(device.index),
-                                     project=str(save_dir), name="val", exist_ok=True,
-                                     plots=not opt.noplots, save_json=True, verbose=True,
-                                     single_cls=opt.single_cls, options=validator.FULL_EVAL)
+        metrics = Validator(ValSettings(data=data, weights=str(weights), batch_size=per_proc_batch * 2,
+                                        workers=opt.workers, imgsz=opt.imgsz, slice=opt.slice, overlap=opt.overlap,
+                                        device=str(device) if device.type != "cuda" else str(device.index),
+                                        project=str(save_dir), name="val", exist_ok=True,
+                                        plots=not opt.noplots, save_json=True, verbose=True,
+                                        single_cls=opt.single_cls))()
         if not opt.noplots:
             from utils.plots.results import plot_results
             plot_results(save_dir / "results.csv", save_dir / "results.png")

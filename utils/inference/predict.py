@@ -1,6 +1,7 @@
 """Running a detector on decoded images: BGR uint8 (h, w, 3) in, (n, 6) [x1, y1, x2, y2, conf, cls]
 out in that image's own pixels. Shared by detect.py, sliced inference, val.py --slice and the
-latency benchmark."""
+latency benchmark; ``forward`` and ``postprocess`` are also the validator's inference and postprocess
+steps (utils/eval/validator.py), so detect and val run one copy of the model call and the NMS."""
 from __future__ import annotations
 
 import math
@@ -44,17 +45,30 @@ def model_device(model: torch.nn.Module) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
+def forward(model: torch.nn.Module, x: torch.Tensor, half: bool = False) -> torch.Tensor:
+    """The model's decoded output on a prepared batch (fp16 autocast when half and on CUDA; the model itself
+    stays fp32). The inference step of detect, slicing and the validator."""
+    with torch.autocast("cuda", torch.float16, enabled=half and x.device.type == "cuda"):
+        pred = model(x)
+    return pred[0] if isinstance(pred, (list, tuple)) else pred  # some wrappers return (decoded, raw)
+
+
+def postprocess(pred: torch.Tensor, conf_thres: float = 0.25, iou_thres: float = 0.45,
+                classes: Sequence[int] | None = None, max_det: int = 1000, agnostic: bool = False,
+                multi_label: bool = False) -> list[torch.Tensor]:
+    """Decoded output -> per image (n, 6) [x1, y1, x2, y2, conf, cls] in the batch's (model-input) pixels.
+    Scores are compared in fp32 even after an fp16 forward. The postprocess step of detect, slicing and
+    the validator."""
+    return non_max_suppression(pred.float(), conf_thres, iou_thres, classes=classes, multi_label=multi_label,
+                               max_det=max_det, agnostic=agnostic)
+
+
 @torch.no_grad()  # not inference_mode: val.py edits the returned tensors in place
 def predict_batch(model: torch.nn.Module, x: torch.Tensor, conf_thres: float = 0.25, iou_thres: float = 0.45,
                   classes: Sequence[int] | None = None, max_det: int = 1000, agnostic: bool = False,
                   multi_label: bool = False, half: bool = False) -> list[torch.Tensor]:
-    """Forward + NMS on a prepared batch; per image (n, 6) in the batch's pixels."""
-    with torch.autocast("cuda", torch.float16, enabled=half and x.device.type == "cuda"):
-        pred = model(x)
-    if isinstance(pred, (list, tuple)):
-        pred = pred[0]
-    return non_max_suppression(pred.float(), conf_thres, iou_thres, classes=classes, multi_label=multi_label,
-                               max_det=max_det, agnostic=agnostic)
+    """forward + postprocess on a prepared batch; per image (n, 6) in the batch's pixels."""
+    return postprocess(forward(model, x, half), conf_thres, iou_thres, classes, max_det, agnostic, multi_label)
 
 
 def predict_image(model: torch.nn.Module, img: np.ndarray, imgsz: int = 640, conf_thres: float = 0.25,
