@@ -49,8 +49,8 @@ class HeadBase(nn.Module):
     build) and the eval-mode output every consumer reads (NMS, val, detect, the exports): (B, N, 5 + nc) rows
     [cx, cy, w, h (input px), obj, cls...] whose obj * cls is each class's score.
 
-    A subclass sets ``anchor_free`` and ``na``, and defines ``maps`` (a level's input -> its raw training map
-    (B, na, H, W, C)) and ``decode_level`` (a raw map -> its output rows); train mode returns the raw maps.
+    A subclass sets ``anchor_free`` and ``na`` and defines ``init_biases``, ``maps`` (a level's input -> its
+    raw map, what train mode returns) and ``decode_level`` (a raw map -> its output rows, what eval mode returns).
     """
 
     anchor_free = False  # True: no anchor shapes to fit or match (utils/assign picks the assigners by it)
@@ -72,10 +72,16 @@ class HeadBase(nn.Module):
         """(nl, na, 2) anchor sizes in pixels, or None on an anchor-free head."""
         return None
 
+    def init_biases(self, image_size: int = 640, cls_prior: float | None = None) -> None:
+        """Start the output biases at the head's priors (Model calls it once the strides are known)."""
+        raise NotImplementedError
+
     def maps(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        """Level i's input (B, C, H, W) -> its raw map (B, na, H, W, C_raw)."""
         raise NotImplementedError
 
     def decode_level(self, p: torch.Tensor, grid: CellGrid, level: LevelLayout) -> torch.Tensor:
+        """A level's raw map -> its (B, na * H * W, 5 + nc) output rows, on that level's part of the grid."""
         raise NotImplementedError
 
     def grid(self, raw: list[torch.Tensor]) -> CellGrid:
@@ -186,7 +192,8 @@ class DetectDFL(HeadBase):
     """
 
     anchor_free = True
-    legacy_buffers = ("anchors",)  # a placeholder (ones) before HeadBase, when this head subclassed Detect
+    # before HeadBase this head subclassed Detect and kept an unused anchors buffer (ones, or default anchors)
+    legacy_buffers = ("anchors",)
 
     def __init__(self, nc: int, ch: list[int], reg_max: int = REG_MAX, bin_width: float = BIN_WIDTH,
                  cls_branch: str | list[str] = "conv"):
@@ -222,7 +229,6 @@ class DetectDFL(HeadBase):
             return nn.Sequential(cls_conv(c, c3, first), cls_conv(c3, c3, second), nn.Conv2d(c3, nc, 1))
 
         self.cls = nn.ModuleList(tower(c, b) for c, b in zip(ch, branches))
-
 
     def set_bin_width(self, bin_width: float) -> None:
         """Re-space the bins (train.py --dfl-bin, before training: weights learned with one width decode

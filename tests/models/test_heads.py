@@ -104,12 +104,14 @@ def test_a_traced_head_follows_the_input_size():
 
 @pytest.mark.parametrize("cfg", ["yolov5n-dfl.yaml", "yolov5n-p2-dfl.yaml"])
 def test_dfl_checkpoints_from_before_the_base_class_load(cfg, tmp_path):
-    """They hold a placeholder anchors buffer (ones) on the head, and their YAML placeholder anchors."""
+    """They hold an unused anchors buffer on the head (ones in converted files, default anchors in trained ones),
+    and those anchors in their YAML."""
     torch.manual_seed(0)
     m = Model(cfg, nc=2).eval()
     head = f"model.{len(m.model) - 1}"
-    old = dict(m.state_dict(), **{f"{head}.anchors": torch.ones(m.detect.nl, 1, 2)})
-    yaml = dict(checkpoint_yaml(m), anchors=[[1.0, 1.0]] * m.detect.nl)
+    unused = torch.tensor([[10.0, 13.0]]) * m.stride.view(-1, 1, 1) / 8
+    old = dict(m.state_dict(), **{f"{head}.anchors": unused})
+    yaml = dict(checkpoint_yaml(m), anchors=unused.flatten(1).tolist())
     assert weights_mismatch(yaml, old) is None
     fresh = Model(cfg, nc=2)
     fresh.load_state_dict(old)  # strict
