@@ -1,4 +1,6 @@
-"""Detect: the anchor-based YOLO head for any set of levels (P2-P6)."""
+"""The YOLO heads for any set of levels (P2-P6): Detect (anchor-based) and DetectDFL (anchor-free), on one
+base class (HeadBase) that owns what they share: class count, levels, strides, the cell grid and the eval-mode
+output layout. Their boxes decode with utils/grid.py's functions, the ones the losses use."""
 from __future__ import annotations
 
 import math
@@ -7,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from models.registry import register
-from utils.grid import cell_indices
+from utils.grid import CellGrid, GridCache, LevelLayout, anchor_boxes, distance_boxes
 
 # YOLOv5's P3 anchors (10,13, 16,30, 33,23) in units of the level's stride; used to make
 # default anchors for ``anchors: N`` configs (autoanchor refines them from the data).
@@ -38,31 +40,108 @@ def default_anchors(strides: list[int], na: int = 3) -> list[list[float]]:
     return [[v * s * k for (w, h), k in zip(base, scale) for v in (w, h)] for s in strides]
 
 
+GRIDS_KEPT = 8  # cell grids a head keeps cached: val's rectangular batches come in a few shapes
+
+
+class HeadBase(nn.Module):
+    """What both heads share: ``nc`` classes on ``nl`` levels, their ``stride`` (a buffer the Model sets
+    after its dry run), ``na`` positions per cell, the cached cell grid (utils/grid.py, the one the losses
+    build) and the eval-mode output every consumer reads (NMS, val, detect, the exports): (B, N, 5 + nc) rows
+    [cx, cy, w, h (input px), obj, cls...] whose obj * cls is each class's score.
+
+    A subclass sets ``anchor_free`` and ``na`` and defines ``init_biases``, ``maps`` (a level's input -> its
+    raw map, what train mode returns) and ``decode_level`` (a raw map -> its output rows, what eval mode returns).
+    """
+
+    anchor_free = False  # True: no anchor shapes to fit or match (utils/assign picks the assigners by it)
+    na = 1  # positions per cell
+    # state-dict entries that older checkpoints hold and this head no longer has: dropped when loading (the
+    # one place: every loader, resume and transfer included, goes through load_state_dict; models/sizing.py's
+    # check of a checkpoint's weights against its YAML reads this list too)
+    legacy_buffers: tuple[str, ...] = ()
+
+    def __init__(self, nc: int, nl: int):
+        super().__init__()
+        self.nc, self.nl = nc, nl
+        self.no = nc + 5  # eval-mode output width
+        self.register_buffer("stride", torch.zeros(nl))  # set by Model after a dry run
+        self.grids = GridCache(GRIDS_KEPT)
+
+    @property
+    def anchor_shapes(self) -> torch.Tensor | None:
+        """(nl, na, 2) anchor sizes in pixels, or None on an anchor-free head."""
+        return None
+
+    def init_biases(self, image_size: int = 640, cls_prior: float | None = None) -> None:
+        """Start the output biases at the head's priors (Model calls it once the strides are known)."""
+        raise NotImplementedError
+
+    def maps(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        """Level i's input (B, C, H, W) -> its raw map (B, na, H, W, C_raw)."""
+        raise NotImplementedError
+
+    def decode_level(self, p: torch.Tensor, grid: CellGrid, level: LevelLayout) -> torch.Tensor:
+        """A level's raw map -> its (B, na * H * W, 5 + nc) output rows, on that level's part of the grid."""
+        raise NotImplementedError
+
+    def grid(self, raw: list[torch.Tensor]) -> CellGrid:
+        """The cell grid of these raw maps, on their device and dtype."""
+        return self.grids.get(self.stride, [p.shape[2:4] for p in raw], self.anchor_shapes, raw[0].device,
+                              raw[0].dtype)
+
+    def forward(self, xs: list[torch.Tensor]):
+        raw = [self.maps(i, x) for i, x in enumerate(xs)]
+        if self.training:
+            return raw
+        return self.decode(raw)
+
+    def decode(self, raw: list[torch.Tensor]) -> torch.Tensor:
+        """Raw maps -> (B, N, 5 + nc) rows, positions in grid order (level, anchor, y, x)."""
+        grid = self.grid(raw)
+        return torch.cat([self.decode_level(p, grid, lv) for p, lv in zip(raw, grid.layout)], 1)
+
+    @staticmethod
+    def rows(xy: torch.Tensor, wh: torch.Tensor, obj: torch.Tensor | None, cls: torch.Tensor) -> torch.Tensor:
+        """The output rows. A head without objectness (obj None) puts each position's best class score in the
+        obj column and its class scores divided by it, so obj * cls stays each class's score and NMS's
+        objectness pre-filter still drops the empty cells."""
+        if obj is None:
+            obj = cls.amax(-1, keepdim=True)
+            cls = cls / obj.clamp(min=1e-12)
+        return torch.cat((xy, wh, obj, cls), -1)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for name in self.legacy_buffers:
+            state_dict.pop(prefix + name, None)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _apply(self, fn, *args, **kwargs):
+        self.grids.clear()  # grids on the old device/dtype would only hold memory
+        return super()._apply(fn, *args, **kwargs)
+
+
 @register()
-class Detect(nn.Module):
+class Detect(HeadBase):
     """Per level a 1x1 conv to na * (5 + nc) maps.
 
     Train mode returns the raw maps (B, na, H, W, no); eval mode returns decoded boxes
     (B, N, no) with xywh in input pixels and sigmoid scores. ``anchors`` is kept in pixels.
     """
 
-    anchor_free = False  # DetectDFL: no anchor shapes to fit or match
-
     def __init__(self, nc: int, anchors: list[list[float]], ch: list[int]):
-        super().__init__()
         if len(anchors) != len(ch):
             raise ValueError(f"Detect: {len(anchors)} anchor levels for {len(ch)} inputs")
-        self.nc = nc
-        self.no = nc + 5
-        self.nl = len(ch)
+        super().__init__(nc, len(ch))
         self.na = len(anchors[0]) // 2
         if any(len(a) != 2 * self.na for a in anchors):
             raise ValueError("Detect: every level needs the same number of anchors")
         self.register_buffer("anchors", torch.tensor(anchors, dtype=torch.float32)
                              .view(self.nl, self.na, 2))
-        self.register_buffer("stride", torch.zeros(self.nl))  # set by Model after a dry run
         self.m = nn.ModuleList(nn.Conv2d(c, self.no * self.na, 1) for c in ch)
-        self._grids: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    @property
+    def anchor_shapes(self) -> torch.Tensor:
+        return self.anchors
 
     def init_biases(self, image_size: int = 640, cls_prior: float | None = None) -> None:
         """Start objectness near the true positive rate (~8 objects per 640 image) and class
@@ -74,40 +153,18 @@ class Detect(nn.Module):
             b[:, 5:] += math.log(p)
             conv.bias.data = b.view(-1)
 
-    def _grid(self, i: int, h: int, w: int, device: torch.device, dtype: torch.dtype):
-        key = (i, h, w, device, dtype)
-        if key not in self._grids:
-            # offset -0.5 folded in: xy = (2*sig - 0.5 + cell) * stride
-            grid = (cell_indices(h, w, device, dtype) - 0.5).view(1, 1, h, w, 2)
-            anchor = self.anchors[i].to(device, dtype).view(1, self.na, 1, 1, 2)
-            self._grids[key] = (grid, anchor)
-        return self._grids[key]
+    def maps(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        return self.m[i](x).view(b, self.na, self.no, h, w).permute(0, 1, 3, 4, 2).contiguous()
 
-    def forward(self, xs: list[torch.Tensor]):
-        raw = []
-        for i, x in enumerate(xs):
-            b, _, h, w = x.shape
-            raw.append(self.m[i](x).view(b, self.na, self.no, h, w).permute(0, 1, 3, 4, 2)
-                       .contiguous())
-        if self.training:
-            return raw
-        return self.decode(raw)
-
-    def decode(self, raw: list[torch.Tensor]) -> torch.Tensor:
-        """Raw maps -> (B, N, no): xywh in input pixels, sigmoid objectness and classes."""
-        out = []
-        for i, p in enumerate(raw):
-            b, _, h, w, _ = p.shape
-            grid, anchor = self._grid(i, h, w, p.device, p.dtype)
-            y = p.sigmoid()
-            xy = (y[..., :2] * 2 + grid) * self.stride[i]
-            wh = (y[..., 2:4] * 2) ** 2 * anchor
-            out.append(torch.cat((xy, wh, y[..., 4:]), -1).view(b, -1, self.no))
-        return torch.cat(out, 1)
-
-    def _apply(self, fn, *args, **kwargs):
-        self._grids = {}  # device/dtype moves invalidate cached grids
-        return super()._apply(fn, *args, **kwargs)
+    def decode_level(self, p: torch.Tensor, grid: CellGrid, level: LevelLayout) -> torch.Tensor:
+        """(B, na, H, W, no) raw -> (B, na * H * W, no): xywh in input pixels, sigmoid objectness and classes."""
+        b, _, h, w, _ = p.shape
+        y = p.sigmoid()
+        centre = level.rows(grid.xy).view(1, self.na, h, w, 2)
+        anchor = level.rows(grid.wh).view(1, self.na, h, w, 2)
+        xy, wh = anchor_boxes(y[..., :2], y[..., 2:4], centre, level.stride, anchor)
+        return self.rows(xy, wh, y[..., 4:5], y[..., 5:]).view(b, -1, self.no)
 
     @classmethod
     def from_yaml(cls, ch: list[int], args: list, n: int, width: float) -> tuple[nn.Module, int]:
@@ -119,7 +176,7 @@ class Detect(nn.Module):
 
 
 @register()
-class DetectDFL(Detect):
+class DetectDFL(HeadBase):
     """Anchor-free, decoupled YOLO head: per level a box branch predicting the four
     distances (left, top, right, bottom) from the cell centre as ``reg_max``-bin
     distributions (Distribution Focal Loss, Li et al. 2020), and a class branch.
@@ -127,19 +184,19 @@ class DetectDFL(Detect):
     Faster to train from scratch than the anchor head (no anchor shapes to fit, no separate
     objectness, class scores trained towards box quality); learns with the 'tal' assigner (or 'atss').
     Train mode returns (B, 1, H, W, 4 * reg_max + nc) maps. Eval mode returns the same
-    (B, N, 5 + nc) layout as Detect, so NMS, val and detect need no changes: column 4 holds
-    the best class score and the class columns are divided by it, so obj * cls is exactly
-    the class score and NMS's objectness pre-filter still drops the empty cells.
+    (B, N, 5 + nc) layout as Detect (HeadBase.rows: no objectness, so column 4 holds the best
+    class score), so NMS, val and detect need no changes.
     YAML args: [nc, reg_max=16, bin width=1.0 grid cells, class branch conv|dw|conv-dw, or a list of one per level]
     (the yolov5*-dfl configs: [nc, reg_max, dfl_bin]; the -lite ones add dw, depthwise-separable class convs;
     -dfl-half [conv-dw, conv-dw, dw]: a full 3x3 then a depthwise-separable one on P3-P4).
     """
 
     anchor_free = True
+    # before HeadBase this head subclassed Detect and kept an unused anchors buffer (ones, or default anchors)
+    legacy_buffers = ("anchors",)
 
     def __init__(self, nc: int, ch: list[int], reg_max: int = REG_MAX, bin_width: float = BIN_WIDTH,
                  cls_branch: str | list[str] = "conv"):
-        nn.Module.__init__(self)
         if reg_max < 2:
             raise ValueError(f"DetectDFL: reg_max must be >= 2, got {reg_max}")
         per_level = isinstance(cls_branch, (list, tuple))  # or one branch for every level
@@ -151,12 +208,9 @@ class DetectDFL(Detect):
                 raise ValueError(f"DetectDFL: class branch {b!r}: choose {' or '.join(CLS_BRANCHES)}")
         from models.blocks import Conv, DWConv
 
-        self.nc, self.nl, self.na, self.reg_max = nc, len(ch), 1, int(reg_max)
-        self.no = nc + 5  # eval-mode output width (Detect's layout)
+        super().__init__(nc, len(ch))
+        self.reg_max = int(reg_max)
         self.n_raw = 4 * self.reg_max + nc
-        # unused by the loss; kept so checkpoints and tools that read Detect.anchors work
-        self.register_buffer("anchors", torch.ones(self.nl, 1, 2))
-        self.register_buffer("stride", torch.zeros(self.nl))
         # bin k stands for a distance of k * bin_width grid cells: 1.0 spans 0..reg_max-1 cells (YOLOv8's),
         # a narrower bin resolves small boxes finer over a shorter range (train.py --dfl-bin auto fits it)
         self.register_buffer("bins", torch.arange(self.reg_max, dtype=torch.float32), persistent=False)
@@ -175,7 +229,6 @@ class DetectDFL(Detect):
             return nn.Sequential(cls_conv(c, c3, first), cls_conv(c3, c3, second), nn.Conv2d(c3, nc, 1))
 
         self.cls = nn.ModuleList(tower(c, b) for c, b in zip(ch, branches))
-        self._grids = {}
 
     def set_bin_width(self, bin_width: float) -> None:
         """Re-space the bins (train.py --dfl-bin, before training: weights learned with one width decode
@@ -191,21 +244,9 @@ class DetectDFL(Detect):
             p = cls_prior if cls_prior is not None else 5 / self.nc / (image_size / s) ** 2
             cl[-1].bias.data.fill_(math.log(p / (1 - p)))
 
-    def forward(self, xs: list[torch.Tensor]):
-        raw = []
-        for i, x in enumerate(xs):
-            y = torch.cat((self.box[i](x), self.cls[i](x)), 1)
-            raw.append(y.permute(0, 2, 3, 1).unsqueeze(1))  # (B, 1, H, W, 4R + nc)
-        if self.training:
-            return raw
-        return self.decode(raw)
-
-    def points(self, i: int, h: int, w: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-        """Cell centres of level i in grid units, (h * w, 2) xy."""
-        key = (i, h, w, device, dtype)
-        if key not in self._grids:
-            self._grids[key] = cell_indices(h, w, device, dtype) + 0.5
-        return self._grids[key]
+    def maps(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        y = torch.cat((self.box[i](x), self.cls[i](x)), 1)
+        return y.permute(0, 2, 3, 1).unsqueeze(1)  # (B, 1, H, W, 4R + nc)
 
     def distances(self, logits: torch.Tensor) -> torch.Tensor:
         """(..., 4 * reg_max) bin logits -> (..., 4) expected ltrb distances in grid units."""
@@ -218,19 +259,13 @@ class DetectDFL(Detect):
         # the CPU only, so CUDA keeps the plain form)
         return (x.movedim(-1, 0).softmax(0) * bins.view(-1, *[1] * (x.dim() - 1))).sum(0)
 
-    def decode(self, raw: list[torch.Tensor]) -> torch.Tensor:
-        out = []
-        for i, p in enumerate(raw):
-            b, _, h, w, _ = p.shape
-            p = p.reshape(b, h * w, self.n_raw)
-            pt = self.points(i, h, w, p.device, p.dtype)
-            d = self.distances(p[..., :4 * self.reg_max])
-            xy = (pt + (d[..., 2:] - d[..., :2]) / 2) * self.stride[i]
-            wh = (d[..., :2] + d[..., 2:]) * self.stride[i]
-            scores = p[..., 4 * self.reg_max:].sigmoid()
-            best = scores.amax(-1, keepdim=True)
-            out.append(torch.cat((xy, wh, best, scores / best.clamp(min=1e-12)), -1))
-        return torch.cat(out, 1)
+    def decode_level(self, p: torch.Tensor, grid: CellGrid, level: LevelLayout) -> torch.Tensor:
+        """(B, 1, H, W, 4R + nc) raw -> (B, H * W, 5 + nc) rows (HeadBase.rows, without objectness)."""
+        b, _, h, w, _ = p.shape
+        p = p.reshape(b, h * w, self.n_raw)
+        d = self.distances(p[..., :4 * self.reg_max]) * level.stride  # ltrb pixels
+        box = distance_boxes(d, level.rows(grid.xy), xywh=True)
+        return self.rows(box[..., :2], box[..., 2:], None, p[..., 4 * self.reg_max:].sigmoid())
 
     @classmethod
     def from_yaml(cls, ch: list[int], args: list, n: int, width: float) -> tuple[nn.Module, int]:

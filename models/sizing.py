@@ -31,6 +31,12 @@ def _repeats(cfg: dict[str, Any]) -> int:
 def meta_shapes(cfg: dict[str, Any] | str, ch: int = 3) -> tuple[dict[str, tuple[int, ...]], int]:
     """(state-dict shapes of Model(cfg), elements of every layer's output in its 256 px build pass), found
     on the meta device: nothing is allocated, whatever the YAML asks for."""
+    m, acts = _meta_model(cfg, ch)
+    return {k: tuple(v.shape) for k, v in m.state_dict().items()}, acts
+
+
+def _meta_model(cfg: dict[str, Any] | str, ch: int = 3) -> tuple[nn.Module, int]:
+    """Model(cfg)'s layers on the meta device, and the activations of its build pass (see meta_shapes)."""
     y = load_model_config(cfg)
     acts = [0]
 
@@ -52,7 +58,7 @@ def meta_shapes(cfg: dict[str, Any] | str, ch: int = 3) -> tuple[dict[str, tuple
         finally:
             for h in hooks:
                 h.remove()
-    return {k: tuple(v.shape) for k, v in m.state_dict().items()}, acts[0]
+    return m, acts[0]
 
 
 def _n(shapes: Any) -> int:
@@ -78,7 +84,11 @@ def weights_mismatch(cfg: dict[str, Any], state: Any) -> str | None:
     if repeats > len(have) + len(cfg.get("backbone") or []) + len(cfg.get("head") or []):
         return (f"model_yaml asks for {repeats} layer repeats ({scale}), but its weights hold only {len(have)} "
                 f"tensors")
-    want, acts = meta_shapes(cfg)
+    m, acts = _meta_model(cfg)
+    want = {k: tuple(v.shape) for k, v in m.state_dict().items()}
+    head = m.model[-1]  # drops the buffers its older checkpoints hold when loading them (HeadBase.legacy_buffers)
+    legacy = {f"model.{len(m.model) - 1}.{name}" for name in getattr(head, "legacy_buffers", ())}
+    have = {k: v for k, v in have.items() if k not in legacy}
     if want != have:
         diff = sorted(set(want) ^ set(have)) or [k for k in want if want[k] != have[k]]
         k = diff[0]

@@ -20,7 +20,7 @@ import models.neck  # noqa: F401
 import models.stems  # noqa: F401
 from models.blocks import Conv
 from models.config import ModelConfigError, load_model_config, where
-from models.head import BIN_WIDTH, REG_MAX, Detect, default_anchors
+from models.head import BIN_WIDTH, REG_MAX, HeadBase, default_anchors
 from models.registry import REGISTRY
 
 
@@ -100,13 +100,13 @@ class Model(nn.Module):
         self.names = [f"class{i}" for i in range(self.nc)]
         self.cat_ids = list(range(1, self.nc + 1))
         det = self.detect
-        if not isinstance(det, Detect):
-            raise ModelConfigError(f"{self.yaml['_file']}: the last layer must be Detect")
+        if not isinstance(det, HeadBase):
+            raise ModelConfigError(f"{self.yaml['_file']}: the last layer must be a head (Detect or DetectDFL)")
         self._init_strides(ch)
         self._initialize_weights()
 
     @property
-    def detect(self) -> Detect:
+    def detect(self) -> HeadBase:
         return self.model[-1]
 
     @property
@@ -130,7 +130,7 @@ class Model(nn.Module):
             for h in hooks:
                 h.remove()
         det.stride.copy_(torch.tensor([s / o.shape[-2] for o in out]))
-        if isinstance(self.yaml.get("anchors", 3), int):
+        if not det.anchor_free and isinstance(self.yaml.get("anchors", 3), int):
             a = default_anchors([int(v) for v in det.stride.tolist()], det.na)
             det.anchors.copy_(torch.tensor(a).view_as(det.anchors))
         det.init_biases()

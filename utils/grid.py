@@ -1,11 +1,14 @@
-"""The cell grid that the heads, assigners and losses share: where every prediction position sits.
+"""The cell grid that the heads, assigners and losses share, and the two box decodes on it.
 
 Positions run level, anchor, y, x (x fastest): the eval-mode order of both heads. A position's
 point is its cell centre ``(x + 0.5) * stride`` in input pixels; on the anchor head every cell
 holds ``na`` positions, one per anchor shape, and the anchor-free head has one and no shapes.
+The heads (models/head.py) decode their eval-mode boxes and the losses (utils/loss) their training
+boxes with the same functions here (``anchor_boxes``, ``distance_boxes``) on the same grid (``GridCache``).
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -34,6 +37,10 @@ class LevelLayout:
     @property
     def size(self) -> int:
         return self.na * self.h * self.w
+
+    def rows(self, t: torch.Tensor) -> torch.Tensor:
+        """This level's rows of a flat per-position array (a view)."""
+        return t[self.start:self.start + self.size]
 
     def dims(self, like: torch.Tensor) -> torch.Tensor:
         """(w, h) as a tensor on ``like``'s device and dtype."""
@@ -98,6 +105,63 @@ def make_grid(strides: Sequence[float], shapes: Sequence[tuple[int, int]],
         st.append(torch.full((n,), float(s), device=device, dtype=dtype))
         lv.append(torch.full((n,), i, device=device, dtype=torch.long))
         layout.append(LevelLayout(start, na, h, w, float(s), None if anchors is None else anchors[i]))
-        start += n
+        start = start + n  # not +=: while tracing n is a tensor, and += would change the start just stored
     return CellGrid(torch.cat(xy), torch.cat(st), torch.cat(lv), tuple(layout),
                     torch.cat(wh) if anchors is not None else None)
+
+
+class GridCache:
+    """CellGrids by map sizes, device and dtype, each checked against the strides and anchors it was built
+    from (autoanchor and checkpoint loading rewrite those in place); the ``size`` most recent are kept.
+    While tracing (export) nothing is cached: the grid must be traced from the input's shape, or one
+    input size would be frozen into the graph."""
+
+    def __init__(self, size: int = 1):
+        self.size = size
+        self._grids: OrderedDict[tuple, tuple[tuple[float, ...], torch.Tensor | None, CellGrid]] = OrderedDict()
+
+    def clear(self) -> None:
+        self._grids.clear()
+
+    def get(self, strides: Sequence[float] | torch.Tensor, shapes: Sequence[Sequence[int]],
+            anchors: torch.Tensor | None, device: torch.device, dtype: torch.dtype) -> CellGrid:
+        """The grid of maps ``shapes`` [(h, w)] per level; ``anchors`` (nl, na, 2) pixels or None (anchor-free)."""
+        strides = tuple(float(s) for s in (strides.tolist() if isinstance(strides, torch.Tensor) else strides))
+        if anchors is not None:
+            anchors = anchors.detach().to(device, dtype)
+        if torch.jit.is_tracing():
+            return make_grid(strides, [tuple(s) for s in shapes], anchors, device, dtype)
+        key = (tuple(tuple(int(v) for v in s) for s in shapes), device, dtype)
+        hit = self._grids.get(key)
+        if hit is not None and hit[0] == strides and _same(hit[1], anchors):
+            self._grids.move_to_end(key)
+            return hit[2]
+        grid = make_grid(strides, list(key[0]), anchors, device, dtype)
+        # a copy of the anchors: autoanchor may rewrite the head's in place
+        self._grids[key] = (strides, None if anchors is None else anchors.clone(), grid)
+        self._grids.move_to_end(key)
+        while len(self._grids) > self.size:
+            self._grids.popitem(last=False)
+        return grid
+
+
+def _same(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
+    return a is None and b is None or a is not None and b is not None and torch.equal(a, b)
+
+
+def anchor_boxes(sig_xy: torch.Tensor, sig_wh: torch.Tensor, centre: torch.Tensor, stride: torch.Tensor | float,
+                 anchor_wh: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """YOLOv5's (v6) anchor-box decode of sigmoid outputs: centre xy = (2 * sig - 0.5 + cell) * stride, i.e.
+    within (-1, 1) strides of the cell centre; wh = (2 * sig)^2 * anchor, at most 4x the anchor.
+    ``centre`` cell centres in pixels, ``stride`` and ``anchor_wh`` (pixels) broadcast against them.
+    Returns (xy, wh) in pixels."""
+    return (sig_xy * 2 - 1) * stride + centre, (sig_wh * 2) ** 2 * anchor_wh
+
+
+def distance_boxes(ltrb: torch.Tensor, centre: torch.Tensor, xywh: bool = False) -> torch.Tensor:
+    """The anchor-free decode: (..., 4) distances left, top, right, bottom from the cell centres ``centre``
+    (..., 2), both in pixels -> (..., 4) xyxy boxes, or xywh (centre, size) with ``xywh``."""
+    lt, rb = ltrb[..., :2], ltrb[..., 2:]
+    if xywh:
+        return torch.cat((centre + (rb - lt) / 2, lt + rb), -1)
+    return torch.cat((centre - lt, centre + rb), -1)

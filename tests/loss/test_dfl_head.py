@@ -512,14 +512,3 @@ def test_p2_fast_is_yolov5_dfl_with_a_stride_4_side_branch():
     assert shapes([fast.detect]) == shapes([Model("yolov5n-p2-dfl.yaml", nc=6, reg_max=4).detect])
     with torch.no_grad():
         assert fast.eval()(torch.rand(1, 3, 64, 64)).shape == (1, 16 * 16 + 8 * 8 + 4 * 4 + 2 * 2, 4 + 1 + 6)
-
-
-def test_loss_grid_matches_the_head_points():
-    """The loss builds its cell centres with utils.assign.make_grid, the head decodes with its own
-    points(): they must agree, or boxes would be learned off-centre."""
-    m = Model("yolov5n-p2-dfl.yaml", nc=2)
-    det, shapes = m.detect, [(12, 20), (6, 10), (3, 5), (2, 3)]
-    grid = make_grid(det.stride.tolist(), shapes)
-    head = torch.cat([det.points(i, h, w, torch.device("cpu"), torch.float32) * float(s)
-                      for i, ((h, w), s) in enumerate(zip(shapes, det.stride))])
-    assert torch.equal(grid.xy, head)

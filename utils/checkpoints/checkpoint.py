@@ -112,5 +112,6 @@ def checkpoint_yaml(model: Model) -> dict[str, Any]:
     d = {k: v for k, v in model.yaml.items() if not k.startswith("_")}
     # the model keeps its YAML's 'assigner' as data; the head's default policy is utils/assign's
     d.setdefault("assigner", DEFAULT_FOR_HEAD["anchor-free" if model.detect.anchor_free else "anchor"])
-    d["anchors"] = model.detect.anchors.flatten(1).tolist()  # autoanchor may have changed them
+    if model.detect.anchor_shapes is not None:
+        d["anchors"] = model.detect.anchor_shapes.flatten(1).tolist()  # autoanchor may have changed them
     return d

@@ -170,7 +170,6 @@ def convert_model(model: Any, source: str) -> dict[str, Any]:
         if proj is not None and not torch.equal(proj.flatten(), torch.arange(proj.numel(), dtype=proj.dtype)):
             raise ForeignCheckpointError(f"{source}: tensor model.{head}.dfl.conv.weight is not 0..{proj.numel() - 1}"
                                          f"; our DFL decodes with those fixed bins")
-        extra[f"model.{head}.anchors"] = torch.ones(len(stride), 1, 2)
     why = ""
     for path in _candidates(their_cfg, code):
         cfg = load_model_config(path)

@@ -150,8 +150,6 @@ def check_anchors(wh: np.ndarray, model: nn.Module, thr: float, imgsz: int,
         fresh = torch.empty_like(det.anchors)
         fresh[order] = grouped.to(fresh)  # smallest anchors to the smallest stride
         det.anchors.copy_(fresh)
-    if hasattr(det, "_grids"):  # Detect caches decode grids built from the anchors
-        det._grids = {}
     if verbose:
         print(f"autoanchor: anchors written to the model, BPR {bpr:.4f} -> {new_bpr:.4f}")
     return True

@@ -23,14 +23,16 @@ class ExportMetadataError(ValueError):
 
 def export_metadata(model: torch.nn.Module, imgsz: tuple[int, int], batch: int, dynamic: bool, half: bool,
                     source: str = "") -> dict[str, Any]:
-    """Everything detect.py / val.py need besides the graph. Anchors in input pixels per level."""
+    """Everything detect.py / val.py need besides the graph. Anchors (the anchor head's) in input pixels per level."""
     det = model.detect
     meta = {"format": FORMAT, "version": VERSION, "names": [str(n) for n in model.names],
             "cat_ids": [int(c) for c in model.cat_ids], "nc": int(model.nc),
             "stride": [int(s) for s in det.stride.tolist()], "imgsz": [int(imgsz[0]), int(imgsz[1])],
             "batch": int(batch), "dynamic": bool(dynamic), "half": bool(half), "head": type(det).__name__,
-            "anchors": det.anchors.flatten(1).tolist(), "output": "(B, N, 5 + nc): cx, cy, w, h (input px), obj, cls",
+            "output": "(B, N, 5 + nc): cx, cy, w, h (input px), obj, cls",
             "source": str(source), "torch": torch.__version__}
+    if det.anchor_shapes is not None:  # an anchor-free head has none
+        meta["anchors"] = det.anchor_shapes.flatten(1).tolist()
     if hasattr(det, "reg_max"):
         meta["reg_max"] = int(det.reg_max)
     return meta

@@ -11,9 +11,9 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from utils.assign import CellGrid
+from utils.grid import CellGrid, GridCache, anchor_boxes
 from utils.loss.ignore import ignored_positions, split_ignore
-from utils.loss.common import (GridCache, bce, box_quality, check_maps, checked_targets, detect_head, loss_dtype,
+from utils.loss.common import (bce, box_quality, check_maps, checked_targets, detect_head, loss_dtype,
                                nwd_weight, pick_assigner, smooth_bce_targets)
 
 # Objectness weight per level, by stride. YOLOv5 uses 4.0, 1.0, 0.4 (P3-P5) and 4.0, 1.0,
@@ -69,7 +69,7 @@ class DetectionLoss:
         self.cls_pw, self.obj_pw = float(hyp["cls_pw"]), float(hyp["obj_pw"])
         self.assigner = pick_assigner(model, hyp, assigner, "anchor")
         self.assigner_name = self.assigner.name
-        self._grids = GridCache(self.strides)
+        self._grids = GridCache()
         self._obj_w: tuple[CellGrid, torch.Tensor] | None = None
 
     def _obj_weights(self, grid: CellGrid, dt: torch.dtype) -> torch.Tensor:
@@ -85,7 +85,7 @@ class DetectionLoss:
         check_maps(preds, self.nl)
         bsz, dev = preds[0].shape[0], preds[0].device
         dt = loss_dtype(preds)
-        grid = self._grids.get(preds, dt, self.det.anchors)
+        grid = self._grids.get(self.strides, [p.shape[2:4] for p in preds], self.det.anchors, dev, dt)
         obj_w = self._obj_weights(grid, dt)
         targets, regions = split_ignore(targets)
         gt_boxes, gt_cls, gt_mask = checked_targets(targets, bsz, self.nc, dev, dt)
@@ -120,9 +120,8 @@ class DetectionLoss:
         level = lv[a]
         n_pos = torch.bincount(level, minlength=self.nl).clamp(min=1).to(dt)
 
-        # box: decode like the head (xy within (-1, 1) strides of the cell centre)
-        pxy = (ps[:, :2].sigmoid() * 2 - 1) * st[a, None] + xy[a]
-        pwh = (ps[:, 2:4].sigmoid() * 2) ** 2 * wh[a]
+        # box: the head's decode (utils/grid.py)
+        pxy, pwh = anchor_boxes(ps[:, :2].sigmoid(), ps[:, 2:4].sigmoid(), xy[a], st[a, None], wh[a])
         pbox = torch.cat((pxy - pwh / 2, pxy + pwh / 2), 1)
         tbox = gt_boxes[b, g]
         quality = box_quality(pbox, tbox, self.nwd_w, self.nwd_c)

@@ -1,5 +1,5 @@
 """What both losses share: the head behind any wrapper, the loss dtype, padded and checked targets,
-the cached cell grid, and the BCE / focal and box terms."""
+and the BCE / focal and box terms (the cell grid and the box decodes are utils/grid.py's, as the heads')."""
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from utils.assign import DEFAULT_FOR_HEAD, Assigner, CellGrid, build_assigner, make_grid
+from utils.assign import DEFAULT_FOR_HEAD, Assigner, build_assigner
 from utils.boxes import aligned_iou, nwd
 from utils.torch_utils import unwrap
 
@@ -19,9 +19,9 @@ def detect_head(model: nn.Module) -> nn.Module:
     m = unwrap(model)
     if hasattr(m, "detect"):
         return m.detect
-    if all(hasattr(m, k) for k in ("nl", "na", "nc", "anchors", "stride")):
+    if all(hasattr(m, k) for k in ("nl", "nc", "stride")):
         return m
-    raise TypeError(f"{type(m).__name__} has no .detect layer (need nl, na, nc, anchors, stride)")
+    raise TypeError(f"{type(m).__name__} has no .detect layer (need nl, nc, stride)")
 
 
 def head_kind(det: nn.Module) -> str:
@@ -87,28 +87,6 @@ def checked_targets(targets: torch.Tensor, batch_size: int, nc: int, device: tor
     if gt.mask.any() and int(gt.cls[gt.mask].max()) >= nc:
         raise ValueError(f"targets hold class {int(gt.cls[gt.mask].max())} but nc={nc}")
     return gt
-
-
-class GridCache:
-    """The CellGrid of the last maps seen, rebuilt only when their sizes, device, dtype or anchors change."""
-
-    def __init__(self, strides: list[float]):
-        self.strides = strides
-        self._key: tuple | None = None
-        self._anchors: torch.Tensor | None = None
-        self.grid: CellGrid | None = None
-
-    def get(self, preds: list[torch.Tensor], dtype: torch.dtype, anchors: torch.Tensor | None = None) -> CellGrid:
-        shapes = tuple(tuple(p.shape[2:4]) for p in preds)
-        key = (shapes, preds[0].device, dtype)
-        if anchors is not None:
-            anchors = anchors.detach().to(preds[0].device, dtype)
-        same = self._key == key and (anchors is None or torch.equal(self._anchors, anchors))
-        if not same:
-            self.grid = make_grid(self.strides, list(shapes), anchors, preds[0].device, dtype)
-            # a copy: autoanchor may rewrite the head's anchors in place
-            self._key, self._anchors = key, None if anchors is None else anchors.clone()
-        return self.grid
 
 
 def nwd_weight(hyp: Mapping[str, Any]) -> float:

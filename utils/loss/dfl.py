@@ -26,8 +26,9 @@ import torch
 import torch.nn as nn
 
 from utils.assign import Assigner, TaskAlignedAssigner, build_assigner
+from utils.grid import GridCache, distance_boxes
 from utils.loss.ignore import ignored_positions, split_ignore
-from utils.loss.common import (GridCache, bce, box_quality, check_maps, checked_targets, detect_head, loss_dtype,
+from utils.loss.common import (bce, box_quality, check_maps, checked_targets, detect_head, loss_dtype,
                                nwd_weight, pick_assigner)
 
 
@@ -66,7 +67,8 @@ class DFLLoss:
         self.warmup_epochs = warmup_epochs(hyp)
         self.warmup_assigner = build_assigner("atss", hyp, "anchor-free") if self.warmup_epochs else None
         self.epoch: int | None = None  # set by the Trainer (set_epoch); None: no warm-up
-        self._grids = GridCache([float(s) for s in det.stride])
+        self.strides = [float(s) for s in det.stride]
+        self._grids = GridCache()
 
     def set_epoch(self, epoch: int) -> None:
         """The epoch about to be trained (0-based), which decides the warm-up assigner."""
@@ -80,9 +82,9 @@ class DFLLoss:
         return self.assigner
 
     def _boxes(self, logits: torch.Tensor, points: torch.Tensor, strides: torch.Tensor) -> torch.Tensor:
-        """xyxy pixel boxes of the cells at ``points`` (pixels, one stride each) from their bin logits."""
-        d = self.det.distances(logits) * strides[..., None]  # ltrb pixels
-        return torch.cat((points - d[..., :2], points + d[..., 2:]), -1)
+        """xyxy pixel boxes of the cells at ``points`` (pixels, one stride each) from their bin logits: the
+        head's decode (utils/grid.py)."""
+        return distance_boxes(self.det.distances(logits) * strides[..., None], points)
 
     def __call__(self, preds: list[torch.Tensor], targets: torch.Tensor
                  ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -92,7 +94,7 @@ class DFLLoss:
         raw = torch.cat([p.reshape(bsz, -1, p.shape[-1]) for p in preds], 1).to(dt)
         r4 = 4 * self.reg_max
         dist_logits, cls_logits = raw[..., :r4], raw[..., r4:]
-        grid = self._grids.get(preds, dt)
+        grid = self._grids.get(self.strides, [p.shape[2:4] for p in preds], None, dev, dt)
         points, strides = grid.xy, grid.stride
         with torch.no_grad():  # every cell's box feeds the assigner; only positives' boxes need a gradient
             pbox = self._boxes(dist_logits, points, strides)
