@@ -50,7 +50,7 @@ def test_grid_cache_reuses_a_grid_until_its_sizes_strides_or_anchors_change():
     cache, cpu = GridCache(size=2), torch.device("cpu")
     anchors = torch.tensor([[[10.0, 13.0]], [[30.0, 61.0]]])
     g = cache.get([8, 16], [(4, 4), (2, 2)], anchors, cpu, torch.float32)
-    assert cache.get(torch.tensor([8.0, 16.0]), [(4, 4), (2, 2)], anchors, cpu, torch.float32) is g
+    assert cache.get([8.0, 16.0], [(4, 4), (2, 2)], anchors, cpu, torch.float32) is g
     anchors.mul_(2)  # as autoanchor does, in place
     g2 = cache.get([8, 16], [(4, 4), (2, 2)], anchors, cpu, torch.float32)
     assert g2 is not g and torch.equal(g2.wh[:16], torch.tensor([[20.0, 26.0]]).expand(16, 2))
@@ -60,3 +60,23 @@ def test_grid_cache_reuses_a_grid_until_its_sizes_strides_or_anchors_change():
     # two kept: the float32 grid at strides 8, 16 was the oldest and went
     assert cache.get([8, 16], [(4, 4), (2, 2)], anchors, cpu, torch.float32) is not g2
     assert cache.get([8, 16], [(4, 4), (2, 2)], None, cpu, torch.float32).wh is None
+
+
+def test_grid_cache_checks_tensors_by_version_not_by_reading_them(monkeypatch):
+    """A hit must not read a tensor's values (on a GPU that waits for it); an in-place write still misses."""
+    cache, cpu = GridCache(), torch.device("cpu")
+    stride, anchors = torch.tensor([8.0, 16.0]), torch.tensor([[[10.0, 13.0]], [[30.0, 61.0]]])
+    g = cache.get(stride, [(4, 4), (2, 2)], anchors, cpu, torch.float32)
+
+    def no_read(*_a, **_k):
+        raise AssertionError("a cache hit read a tensor's values")
+
+    with monkeypatch.context() as m:
+        m.setattr(torch.Tensor, "tolist", no_read)
+        m.setattr(torch, "equal", no_read)
+        assert cache.get(stride, [(4, 4), (2, 2)], anchors, cpu, torch.float32) is g
+    stride.mul_(0.5)  # strides set in place after a dry run
+    g2 = cache.get(stride, [(4, 4), (2, 2)], anchors, cpu, torch.float32)
+    assert g2 is not g and g2.stride[0] == 4
+    anchors.copy_(anchors * 2)  # load_state_dict's write
+    assert cache.get(stride, [(4, 4), (2, 2)], anchors, cpu, torch.float32) is not g2

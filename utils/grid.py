@@ -113,12 +113,13 @@ def make_grid(strides: Sequence[float], shapes: Sequence[tuple[int, int]],
 class GridCache:
     """CellGrids by map sizes, device and dtype, each checked against the strides and anchors it was built
     from (autoanchor and checkpoint loading rewrite those in place); the ``size`` most recent are kept.
-    While tracing (export) nothing is cached: the grid must be traced from the input's shape, or one
-    input size would be frozen into the graph."""
+    The check reads a tensor's storage and in-place version counter, never its values, so a hit costs no
+    GPU synchronisation. While tracing (export) nothing is cached: the grid must be traced from the
+    input's shape, or one input size would be frozen into the graph."""
 
     def __init__(self, size: int = 1):
         self.size = size
-        self._grids: OrderedDict[tuple, tuple[tuple[float, ...], torch.Tensor | None, CellGrid]] = OrderedDict()
+        self._grids: OrderedDict[tuple, tuple[tuple, tuple, CellGrid]] = OrderedDict()
 
     def clear(self) -> None:
         self._grids.clear()
@@ -126,27 +127,37 @@ class GridCache:
     def get(self, strides: Sequence[float] | torch.Tensor, shapes: Sequence[Sequence[int]],
             anchors: torch.Tensor | None, device: torch.device, dtype: torch.dtype) -> CellGrid:
         """The grid of maps ``shapes`` [(h, w)] per level; ``anchors`` (nl, na, 2) pixels or None (anchor-free)."""
-        strides = tuple(float(s) for s in (strides.tolist() if isinstance(strides, torch.Tensor) else strides))
-        if anchors is not None:
-            anchors = anchors.detach().to(device, dtype)
         if torch.jit.is_tracing():
-            return make_grid(strides, [tuple(s) for s in shapes], anchors, device, dtype)
+            return make_grid(_floats(strides), [tuple(s) for s in shapes],
+                             None if anchors is None else anchors.detach().to(device, dtype), device, dtype)
         key = (tuple(tuple(int(v) for v in s) for s in shapes), device, dtype)
+        sig = (_signature(strides), _signature(anchors))
         hit = self._grids.get(key)
-        if hit is not None and hit[0] == strides and _same(hit[1], anchors):
+        if hit is not None and hit[0] == sig:
             self._grids.move_to_end(key)
             return hit[2]
-        grid = make_grid(strides, list(key[0]), anchors, device, dtype)
-        # a copy of the anchors: autoanchor may rewrite the head's in place
-        self._grids[key] = (strides, None if anchors is None else anchors.clone(), grid)
+        grid = make_grid(_floats(strides), list(key[0]),
+                         None if anchors is None else anchors.detach().to(device, dtype), device, dtype)
+        # the entry holds the source tensors, so their storage (part of the signature) is not reused meanwhile
+        self._grids[key] = (sig, (strides, anchors), grid)
         self._grids.move_to_end(key)
         while len(self._grids) > self.size:
             self._grids.popitem(last=False)
         return grid
 
 
-def _same(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
-    return a is None and b is None or a is not None and b is not None and torch.equal(a, b)
+def _floats(strides: Sequence[float] | torch.Tensor) -> list[float]:
+    return [float(s) for s in (strides.tolist() if isinstance(strides, torch.Tensor) else strides)]
+
+
+def _signature(v: Sequence[float] | torch.Tensor | None) -> tuple:
+    """What identifies a value without reading a tensor's data: its storage, shape, dtype and version counter
+    (bumped by every in-place write: autoanchor's, load_state_dict's copy_)."""
+    if v is None:
+        return ()
+    if isinstance(v, torch.Tensor):
+        return ("tensor", v.data_ptr(), tuple(v.shape), v.dtype, v.device, v._version)
+    return ("values", *map(float, v))
 
 
 def anchor_boxes(sig_xy: torch.Tensor, sig_wh: torch.Tensor, centre: torch.Tensor, stride: torch.Tensor | float,
