@@ -1,6 +1,6 @@
 """What transfer buys: fine-tuning from a checkpoint against training from scratch, same budget, new classes.
 
-    python -m benchmarks.transfer                                  # small: ~20-30 min on a busy 2-core CPU
+    python -m benchmarks.transfer       # small: ~20-30 min on a busy 2-core CPU; the recorded run (~80 min):
     python -m benchmarks.transfer --source-images 900 --source-epochs 15 --target-epochs 30 --target-seeds 0 1
 
 DeepPCB (../shared/datasets/deeppcb) has six defect classes. A source model is trained on `--source-images` train
@@ -8,7 +8,8 @@ images labelled with three of them (open, short, mousebite); then 100 other trai
 three (spur, copper, pin-hole) are learned twice at the same budget: fine-tuned from the source's last.pt
 (train.py --weights: every tensor that fits is transferred, here all of them, the class convs too since both have
 three classes) and from scratch. Both are scored by pycocotools on the full val split (500 images) labelled with
-those three classes. The filtered annotation files live in a temporary folder; the images are read in place.
+those three classes. The filtered annotation files and the runs live in a temporary folder (--keep: in that
+one); the images are read in place.
 Numbers are written to results/transfer-deeppcb.json, never asserted.
 """
 from __future__ import annotations
