@@ -236,6 +236,28 @@ def aerial_cars_peers(files: dict[str, Any]) -> tuple[list[str], list[str]]:
     return text, [AERIAL]
 
 
+LARGE = "large-images-aerial-cars.json"
+LARGE_COLS = ["setup", "model (GFLOPs@640)", "seeds", "AP", "AP50", "APs", "train wall min", "val s (47 images)"]
+
+
+def large_images(files: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """Whole-image peer, tiled peer scored with SAHI, ours: one row per setup, each the mean over its seeds."""
+    if LARGE not in files:
+        return [], []
+    d = files[LARGE]
+    rows, cmds = [], []
+    for r in d["rows"]:
+        seeds = r["seeds"]
+        rows.append([r["setup"], f"{r['model']} ({cell(r['GFLOPs_640'])})", ", ".join(seeds),
+                     *(r["mean"][k] for k in ("AP", "AP50", "APs")),
+                     " / ".join(cell(_wall_min(s)) for s in seeds.values()), r.get("val_s", "–")])
+        cmds += [f"# {r['setup']}: {r['model']}", *r["cmd"]]
+    notes = [f"- {n}" for n in d.get("findings", [])]
+    return [d["what"], "", *md_table(LARGE_COLS, rows), "", *([d["val_s"], ""] if d.get("val_s") else []),
+            *notes, *([""] if notes else []),
+            "```bash", *cmds, "```"], [LARGE]
+
+
 def ablation_command(b: dict, name: str) -> str:
     """The benchmarks.ablation call whose budget the file records (the budget is its options)."""
     hs = " ".join(b.get("hyp_set") or [])
@@ -259,6 +281,7 @@ SECTIONS: list[tuple[str, Callable[[dict[str, Any]], tuple[list[str], list[str]]
     ("One model per peer on both data sets", headline),
     ("deeppcb: against the Ultralytics peers at equal compute", deeppcb_peers),
     ("aerial-cars: against the Ultralytics peers at equal compute", aerial_cars_peers),
+    ("Large images: whole-image peer, tiled peer with SAHI, ours", large_images),
     ("Ablations", ablations),
 ]
 

@@ -84,3 +84,17 @@ def test_a_file_without_a_command_says_so(tmp_path):
     text = render(tmp_path)
     assert text.split("### bare", 1)[1].split("###", 1)[0].count("none recorded") == 1
     assert "none recorded" not in text.split("### nested", 1)[1]
+
+
+def test_large_images_section_is_one_row_per_setup_with_seed_walls_and_findings(tmp_path):
+    rows = [{"setup": "tiled peer", "model": "P", "GFLOPs_640": 5.3,
+             "seeds": {"0": {"train_s": 120.0}, "1": {"train_s": 60.0}},
+             "mean": {"AP": 0.0218, "AP50": 0.07, "APs": 0.06}, "val_s": 26.8, "cmd": ["peer-cmd"]},
+            {"setup": "ours", "model": "O", "GFLOPs_640": 5.1, "seeds": {"3": {"train_wall_min": 22.8}},
+             "mean": {"AP": 0.0536, "AP50": 0.13, "APs": 0.13}, "cmd": ["ours-cmd"]}]
+    (tmp_path / results_page.LARGE).write_text(json.dumps(
+        {"what": "large images", "rows": rows, "val_s": "val s: how timed", "findings": ["ours leads"]}))
+    section = render(tmp_path).split("## Large images", 1)[1]
+    assert "| tiled peer | P (5.3) | 0, 1 | 0.0218 | 0.07 | 0.06 | 2 / 1 | 26.8 |" in section
+    assert "| ours | O (5.1) | 3 | 0.0536 | 0.13 | 0.13 | 22.8 | – |" in section
+    assert "val s: how timed" in section and "- ours leads" in section and "peer-cmd" in section
