@@ -24,6 +24,7 @@ from utils.eval.report import print_results, save_plots
 from utils.eval.settings import ValSettings
 from utils.inference.postprocess import scale_boxes, to_coco_results
 from utils.inference.predict import forward, postprocess
+from utils.inference.slicing import sliced_predict
 from utils.inference.writer import write_txt
 from utils.logger import LOG
 from utils.paths import UniqueStems
@@ -125,14 +126,6 @@ class Validator:
             if s.save_txt:
                 (self.save_dir / "labels").mkdir(exist_ok=True)
         self.txt_stem = UniqueStems()  # a/x.jpg and b/x.jpg must not write the same labels/x.txt
-        self.sliced = None
-        if s.slice:
-            try:
-                from utils.inference.slicing import sliced_predict
-            except ImportError as e:
-                raise RuntimeError(f"--slice {s.slice}: sliced inference needs utils/inference/slicing.py ({e})"
-                                   ) from None
-            self.sliced = sliced_predict
 
         self.stats = DetectionStats(nc if not s.single_cls else 1, s.memory_areas, use_cats=not s.single_cls,
                                     max_det=proto.max_det)  # the in-memory figures count what the protocol does
@@ -156,18 +149,18 @@ class Validator:
     def inference(self, batch: Batch) -> Any:
         """The model's decoded output; sliced: each original image tiled, run and merged (original pixels)."""
         s = self.settings
-        if self.sliced is None:
+        if not s.slice:
             return forward(self.model, batch.x, self.amp)
         return [torch.zeros((0, 6)) if m.get("unreadable") else
-                self.sliced(self.model, read_orig(self.dataset, p, m), slice=s.slice, overlap=s.overlap,
-                            conf_thres=s.conf_thres, iou_thres=s.iou_thres, max_det=self.max_det, imgsz=s.imgsz,
-                            full=s.slice_full, merge=s.slice_merge, multi_label=s.multi_label, half=self.amp)
+                sliced_predict(self.model, read_orig(self.dataset, p, m), slice=s.slice, overlap=s.overlap,
+                               conf_thres=s.conf_thres, iou_thres=s.iou_thres, max_det=self.max_det, imgsz=s.imgsz,
+                               full=s.slice_full, merge=s.slice_merge, multi_label=s.multi_label, half=self.amp)
                 for p, m in zip(batch.paths, batch.metas)]
 
     def postprocess(self, pred: Any, batch: Batch) -> tuple[list[torch.Tensor] | None, list[torch.Tensor]]:
         """(detections in the batch's pixels (None when sliced), detections in original pixels)."""
         s = self.settings
-        if self.sliced is None:
+        if not s.slice:
             dets = postprocess(pred, s.conf_thres, s.iou_thres, max_det=self.max_det, multi_label=s.multi_label)
             dets_orig = [scale_boxes(d, m) for d, m in zip(dets, batch.metas)]
         else:
