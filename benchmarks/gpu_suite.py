@@ -107,19 +107,9 @@ def make_subset(src: Path, dst: Path, n: int) -> Path:
 
 def coco_scores(gt_json: Path, predictions: Path) -> dict[str, float]:
     """AP, AP50, APs by pycocotools' COCOeval on a predictions file (the peer's peer.py scores the same way)."""
-    import contextlib
-    import io
-
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-    with contextlib.redirect_stdout(io.StringIO()):
-        gt = COCO(str(gt_json))
-        dets = json.loads(predictions.read_text())
-        if not dets:
-            return {"AP": 0.0, "AP50": 0.0, "APs": 0.0}
-        e = COCOeval(gt, gt.loadRes(dets), "bbox")
-        e.evaluate(), e.accumulate(), e.summarize()
-    return {"AP": round(float(e.stats[0]), 4), "AP50": round(float(e.stats[1]), 4), "APs": round(float(e.stats[3]), 4)}
+    from utils.eval.coco import coco_eval
+    res = coco_eval(gt_json, json.loads(predictions.read_text()), evaluator="pycocotools")
+    return {k: round(float(res[k]), 4) for k in ("AP", "AP50", "APs")}
 
 
 class Suite:
