@@ -208,3 +208,47 @@ def test_16_bit_colour_images_take_the_scaled_path(tmp_path):
     for i in range(2):
         img = ds._read(i, native=True)
         assert img[10, 10].tolist() == [255] * 3 and img[0, 0].tolist() == [50] * 3  # 1023 >> 2, 200 >> 2
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg"])
+@pytest.mark.parametrize("orientation", [1, 6])
+def test_gray_files_read_as_one_channel_equal_the_bgr_reading(tmp_path, suffix, orientation):
+    """gray=True (the dataset passes it for one-channel files) returns (h, w): each BGR channel
+    of the plain reading, also rotated by EXIF and decoded at a reduced size."""
+    path = tmp_path / f"a{suffix}"
+    g = cv2.cvtColor(_stored(96, 128), cv2.COLOR_RGB2GRAY)
+    Image.fromarray(g).save(path, exif=_exif(orientation), **({"quality": 90} if suffix == ".jpg" else {}))
+    with Image.open(path) as im:
+        assert im.mode == "L"
+    for reduce in (1, 2) if suffix == ".jpg" else (1,):
+        bgr = read_image(str(path), reduce=reduce)
+        one = read_image(str(path), reduce=reduce, gray=True)
+        assert one.ndim == 2 and one.shape == bgr.shape[:2]
+        for c in range(3):
+            np.testing.assert_array_equal(one, bgr[..., c])
+
+
+def test_gray_high_bit_depth_frames_stay_one_channel(tmp_path):
+    path = tmp_path / "ir.tif"
+    cv2.imwrite(str(path), _ir_frame())
+    bgr, one = read_image(str(path), special=True), read_image(str(path), special=True, gray=True)
+    assert one.ndim == 2
+    for c in range(3):
+        np.testing.assert_array_equal(one, bgr[..., c])
+    coco = load_coco_with(tmp_path, "ir.tif", 64, 80)
+    assert coco.gray.tolist() == [True] and coco.convert.tolist() == [True]
+
+
+def load_coco_with(root: Path, name: str, h: int, w: int, check: str = "header"):
+    js = root / "one.json"
+    js.write_text(json.dumps({"images": [{"id": 1, "file_name": name, "width": w, "height": h}],
+                              "annotations": [], "categories": CATS}))
+    return load_coco(str(js), str(root), check=check)
+
+
+def test_gray_flags_follow_the_header_mode(tmp_path):
+    cv2.imwrite(str(tmp_path / "g.png"), np.zeros((8, 9), np.uint8))
+    cv2.imwrite(str(tmp_path / "c.png"), np.zeros((8, 9, 3), np.uint8))
+    assert load_coco_with(tmp_path, "g.png", 8, 9).gray.tolist() == [True]
+    assert load_coco_with(tmp_path, "c.png", 8, 9).gray.tolist() == [False]
+    assert load_coco_with(tmp_path, "g.png", 8, 9, check="none").gray.tolist() == [False]  # modes unknown

@@ -51,8 +51,8 @@ def test_exact_mosaic_affine_is_bit_identical(kw):
     size = 160
     for seed in range(12):
         ims, bs = mosaic_parts(seed, size)
-        mosaic_affine._CANVAS[2 * size] = np.random.default_rng(seed).integers(0, 256, (2 * size, 2 * size, 3),
-                                                                                 dtype=np.uint8)
+        shape = (2 * size, 2 * size, 3)
+        mosaic_affine._CANVAS[shape] = np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
         ref_img, ref_boxes, ref_dropped, ref_next = reference(ims, bs, size, seed, **kw)
         rng = np.random.default_rng(seed)
         img, boxes, dropped = mosaic4_affine(ims, bs, size, rng, exact=True, **kw)
@@ -134,15 +134,17 @@ def test_stack_chw_equals_torch_stack():
         stack_chw([items[0], torch.zeros((3, 4, 4), dtype=torch.uint8)])
 
 
-def write_big_images(root: Path, n: int = 5, size: int = 96, width: int = 130) -> Path:
-    """Images larger than the training size (so tiles are cut from them), as JPEG and PNG."""
+def write_big_images(root: Path, n: int = 5, size: int = 96, width: int = 130, gray: tuple[int, ...] = ()) -> Path:
+    """Images larger than the training size (so tiles are cut from them), as JPEG and PNG; those
+    numbered in `gray` as one-channel files."""
     rng = np.random.default_rng(1)
     (root / "img").mkdir(parents=True)
     images, anns = [], []
     for i in range(n):
         img, boxes = scene(size, width, rng, n=4, margin=3, side=(6, 16), gap=6)
         name = f"{i}.{'jpg' if i % 2 else 'png'}"
-        cv2.imwrite(str(root / "img" / name), img + rng.integers(0, 30, img.shape, dtype=np.uint8))
+        img = img + rng.integers(0, 30, img.shape, dtype=np.uint8)
+        cv2.imwrite(str(root / "img" / name), cv2.cvtColor(img, cv2.COLOR_BGR2GRAY) if i in gray else img)
         images.append({"id": i + 1, "file_name": name, "width": width, "height": size})
         for k, x1, y1, x2, y2 in boxes.tolist():
             anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": int(k) + 1,
@@ -277,3 +279,44 @@ def test_loader_speed_benchmark_runs_ours_alone(tiny_coco, tmp_path):
     row = result["rows"][0]
     assert row["workers"] == 0 and row["rounds"] == 2 and row["ours_img_per_cpu_s_median"] > 0
     assert json.loads(out.read_text())[0]["cache"] == "ram"
+
+
+GRAY_HYPS = [HYP, dict(HYP, mosaic=1.0, mixup=0.5, flipud=0.5), dict(HYP, mosaic=0.0, degrees=5.0),
+             dict(HYP, hsv_h=0.0, hsv_s=0.0, hsv_v=0.0)]
+
+
+@pytest.mark.parametrize("hyp", GRAY_HYPS, ids=["default", "mixup", "no-mosaic", "no-hsv"])
+@pytest.mark.parametrize("exact", [False, True], ids=["resize", "exact"])
+def test_gray_path_gives_the_same_batches(tmp_path, hyp, exact, monkeypatch):
+    """One-channel files stay one channel through mosaic, affine, HSV and flips (gray_path): the
+    batches are bit-identical to decoding them as BGR, also in mosaics that mix them with colour
+    images, with copy-paste between the two kinds, and in evaluation."""
+    js = write_big_images(tmp_path / "data", n=6, gray=(0, 1, 2, 4))
+    monkeypatch.setattr(CocoDataset, "exact_warp", exact)
+    out = {}
+    for gray_path in (True, False):
+        monkeypatch.setattr(CocoDataset, "gray_path", gray_path)
+        ds = CocoDataset(str(js), str(tmp_path / "data" / "img"), imgsz=64, augment=True, hyp=hyp, seed=5,
+                         verbose=False, cache="ram")
+        assert ds.gray.tolist() == [True, True, True, False, True, False]
+        assert ds._read(0, False).ndim == (2 if gray_path else 3)
+        ev = CocoDataset(str(js), str(tmp_path / "data" / "img"), imgsz=64, verbose=False)
+        out[gray_path] = batches(ds, n=6) + batches(ev, n=2)
+    for a, b in zip(out[True], out[False]):
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_hsv_to_rgb_of_a_gray_image_is_its_value_table():
+    """A grey pixel has hue and saturation 0, which the HSV tables keep: the colour path's output
+    of a B = G = R image is the grey path's output in every channel, with the same draws."""
+    g = cv2.GaussianBlur(np.random.default_rng(1).integers(0, 256, (40, 56), dtype=np.uint8), (5, 5), 0)
+    g[0, :8] = (0, 1, 254, 255, 0, 255, 128, 3)  # the ends of the tables
+    for gains in [(0.015, 0.7, 0.4), (0.5, 0.9, 0.9), (0.0, 0.0, 0.0)]:
+        for seed in range(5):
+            r1, r2 = np.random.default_rng(seed), np.random.default_rng(seed)
+            ref = hsv_to_rgb(cv2.cvtColor(g, cv2.COLOR_GRAY2BGR), r1, *gains)
+            out = hsv_to_rgb(g, r2, *gains)
+            assert out.shape == g.shape and out is not g
+            for c in range(3):
+                np.testing.assert_array_equal(out, ref[..., c])
+            assert r1.random() == r2.random()

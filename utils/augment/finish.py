@@ -23,10 +23,14 @@ def hsv_tables(r: np.ndarray) -> np.ndarray:
 
 def hsv_to_rgb(img: np.ndarray, rng: np.random.Generator, hgain: float = 0.0, sgain: float = 0.0,
                vgain: float = 0.0) -> np.ndarray:
-    """BGR uint8 in, RGB uint8 out (a new array), with random HSV gains when any gain is set."""
+    """BGR uint8 in, RGB uint8 out (a new array), with random HSV gains when any gain is set.
+    A grey (h, w) image stays grey: a pixel with B = G = R has saturation 0 and hue 0, both of which
+    the tables keep at 0, so only the value table changes it, the same in all three channels."""
     if not (hgain or sgain or vgain):
-        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        return img.copy() if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
     r = rng.uniform(-1, 1, 3) * (hgain, sgain, vgain) + 1
+    if img.ndim == 2:
+        return cv2.LUT(img, np.ascontiguousarray(hsv_tables(r)[0, :, 2]))
     hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV)
     cv2.LUT(hsv, hsv_tables(r), dst=hsv)
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)

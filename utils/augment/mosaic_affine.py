@@ -23,7 +23,16 @@ import numpy as np
 from utils.augment.transforms import PAD_VALUE, affine_boxes, affine_matrix, classify_kept
 from utils.boxes import IGNORE_CLASS
 
-_CANVAS: dict[int, np.ndarray] = {}  # reused canvases (key 2*size) and resize windows (key -size)
+_CANVAS: dict[tuple, np.ndarray] = {}  # reused canvases and resize windows, by shape
+
+
+def _buffer(hw: tuple[int, int], channels: tuple[int, ...]) -> np.ndarray:
+    """A reused uint8 buffer of shape hw + channels ((), grey, or (3,))."""
+    shape = (*hw, *channels)
+    buf = _CANVAS.get(shape)
+    if buf is None:
+        buf = _CANVAS[shape] = np.empty(shape, np.uint8)
+    return buf
 
 
 def _placements(shapes: list[tuple[int, int]], xc: int, yc: int) -> list[tuple[int, int]]:
@@ -103,7 +112,8 @@ def mosaic4_affine(images: list[np.ndarray], boxes: list[np.ndarray], size: int,
                    perspective: float = 0.0, min_box_px: float = 1.0, area_thr: float = 0.1,
                    exact: bool = False) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
     """mosaic4(images, boxes, size, rng) then random_affine(..., out_shape=size, ...): the same draws,
-    the same (img, boxes, (dropped_small, dropped_cut)); see the module docstring for `exact`."""
+    the same (img, boxes, (dropped_small, dropped_cut)); see the module docstring for `exact`.
+    images: all BGR (h, w, 3) or all grey (h, w); the output has their channels."""
     s2 = 2 * size
     xc, yc = (int(v) for v in rng.uniform(size * 0.5, size * 1.5, 2))
     shapes = [im.shape[:2] for im in images]
@@ -117,9 +127,7 @@ def mosaic4_affine(images: list[np.ndarray], boxes: list[np.ndarray], size: int,
         return img, out, dropped
     else:
         x0, y0, x1, y1 = _read_window(M, (size, size), s2) if not perspective else (0, 0, s2, s2)
-        canvas = _CANVAS.get(s2)
-        if canvas is None:
-            canvas = _CANVAS[s2] = np.empty((s2, s2, 3), np.uint8)
+        canvas = _buffer((s2, s2), images[0].shape[2:])
         if x1 > x0 and y1 > y0:
             _paint(canvas[y0:y1, x0:x1], x0, y0, images, places, s2, xc, yc)
         warp = cv2.warpPerspective if perspective else cv2.warpAffine
@@ -143,10 +151,9 @@ def _resize_window(images: list[np.ndarray], places: list[tuple[int, int]], M: n
         M[ax, ax], M[ax, 2] = s, -s * (a - 0.5) - 0.5
         win.append((a, n))
     (ax0, w), (ay0, h) = win
-    buf = _CANVAS.get(-size)  # the window is at most 2 * size + 1 px wide: one reused buffer, no page faults
-    if buf is None:
-        buf = _CANVAS[-size] = np.empty((2 * size + 2, 2 * size + 2, 3), np.uint8)
-    patch = buf[:h, :w] if h <= len(buf) and w <= len(buf) else np.empty((h, w, 3), np.uint8)
+    # the window is at most 2 * size + 1 px wide: one reused buffer, no page faults
+    buf = _buffer((2 * size + 2, 2 * size + 2), images[0].shape[2:])
+    patch = buf[:h, :w] if h <= len(buf) and w <= len(buf) else np.empty((h, w, *images[0].shape[2:]), np.uint8)
     _paint(patch, ax0, ay0, images, places, s2, xc, yc)  # parts of the window off the canvas stay grey: warp's border
     if (w, h) == (size, size):
         img = patch.copy()

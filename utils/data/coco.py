@@ -27,6 +27,8 @@ SIZE_LABELS = ("<8", "8-16", "16-32", "32-96", ">96")
 MAX_STORED_MESSAGES = 1000  # all problems are counted; only this many messages are kept
 # PIL modes whose decoding needs care: alpha is composited on grey, 16-bit/float scaled to 8 bits
 SPECIAL_MODES = ("RGBA", "LA", "PA", "RGBa", "La", "I;16", "I;16B", "I;16L", "I;16N", "I", "F", "RGB;16", "RGBA;16")
+# PIL modes of one-channel frames (infrared, x-ray, binarised boards): the loader keeps them one channel
+GRAY_MODES = ("L", "I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 
 
 class DatasetError(ValueError):
@@ -120,6 +122,7 @@ class CocoSplit:
     orientation: np.ndarray | None = None  # (N,) EXIF orientation 1-8 (0: not read, check='none')
     # (k, 4) float32 [x1, y1, x2, y2] original px per image: iscrowd=1 regions (docs/ignore-regions.md)
     ignore: list[np.ndarray] = field(default_factory=list)
+    gray: np.ndarray | None = None  # (N,) bool: one-channel files (GRAY_MODES; all False with check='none')
 
 
 def _read_json(path: Path) -> dict:
@@ -278,7 +281,7 @@ def load_coco(json_path: str | Path, img_dir: str | Path, names: list[str] | Non
     # files on disk
     probes = _check_images([r[2] for r in recs], check, bit_depth)
     keep: dict[int, int] = {}   # image id -> row
-    rows_id, rows_file, rows_hw, rows_conv, rows_orient = [], [], [], [], []
+    rows_id, rows_file, rows_hw, rows_conv, rows_orient, rows_gray = [], [], [], [], [], []
     for (iid, fname, path, jh, jw), (status, h, w, mode, orientation, note) in zip(recs, probes):
         where = f"{json_path}: image id {iid} ({path})"
         if status == "missing":
@@ -313,6 +316,7 @@ def load_coco(json_path: str | Path, img_dir: str | Path, names: list[str] | Non
         rows_hw.append((h, w))
         rows_conv.append(conv)
         rows_orient.append(orientation)
+        rows_gray.append(check != "none" and mode in GRAY_MODES)
 
     # annotations, grouped per kept image
     per_img: list[list[list[float]]] = [[] for _ in rows_id]
@@ -386,4 +390,5 @@ def load_coco(json_path: str | Path, img_dir: str | Path, names: list[str] | Non
                      rows_file, np.asarray(rows_hw, dtype=np.int64).reshape(-1, 2), boxes,
                      [np.asarray(x, dtype=np.int64) for x in per_ids], np.asarray(rows_conv, dtype=bool), rep,
                      np.asarray(rows_orient, dtype=np.int64),
-                     [np.asarray(r, dtype=np.float32).reshape(-1, 4) for r in per_ign])
+                     [np.asarray(r, dtype=np.float32).reshape(-1, 4) for r in per_ign],
+                     np.asarray(rows_gray, dtype=bool))

@@ -51,6 +51,9 @@ class CocoDataset(Dataset):
     """One split of a COCO data set, validated on construction (see `report`)."""
 
     exact_warp = False  # True: mosaics warp bit for bit as mosaic4 + random_affine (slower; see load_mosaic)
+    # one-channel files stay one channel until the sample's last step (3x less work and cache; the
+    # same pixels: docs/loader.md); False decodes them to BGR as every other image
+    gray_path = True
 
     def __init__(self, json_path: str, img_dir: str, imgsz: int = 640, batch_size: int = 16, stride: int = 32,
                  hyp: dict | None = None, augment: bool = False, rect: bool = False, cache: bool | str = False,
@@ -68,6 +71,7 @@ class CocoDataset(Dataset):
         # how read_image decodes (utils/data/image_io.py); orientation 0: not known, read_image reads it
         self.orientation = coco.orientation if coco.orientation is not None else np.zeros(len(coco.files), np.int64)
         self.bit_depth = bit_depth
+        self.gray = coco.gray if coco.gray is not None else np.zeros(len(coco.files), bool)
         self.ignore = coco.ignore or [np.zeros((0, 4), np.float32)] * len(self.files)
         if imgsz % stride:
             raise ValueError(f"imgsz {imgsz} must be a multiple of the model stride {stride}")
@@ -147,11 +151,16 @@ class CocoDataset(Dataset):
     def _variant(self, i: int, native: bool) -> str:
         """Names what _decode(i, native) makes, for the cache: native, or the training-size copy."""
         h, w = self._resized_hw(i)
-        how = f"{int(self.special[i])}-{self.bit_depth}-{int(self.orientation[i])}"  # read_image's decode options
+        # read_image's decode options
+        how = f"{int(self.special[i])}-{self.bit_depth}-{int(self.orientation[i])}{'-gray' if self._gray(i) else ''}"
         return f"native-{how}" if native else f"{h}x{w}-{'aug' if self.augment else 'eval'}-{how}"
 
+    def _gray(self, i: int) -> bool:
+        return self.gray_path and bool(self.gray[i])
+
     def _read(self, i: int, native: bool) -> np.ndarray:
-        """Image i from the cache or disk: native resolution, or resized so the long side is imgsz."""
+        """Image i from the cache or disk: native resolution, or resized so the long side is imgsz.
+        BGR (h, w, 3), or (h, w) for a one-channel file (gray_path)."""
         img = self.cache.get(i, self._variant(i, native)) if self.cache is not None else None
         return img if img is not None else self._decode(i, native)
 
@@ -161,7 +170,7 @@ class CocoDataset(Dataset):
         reduce = 1 if native or self.special[i] else max([f for f in (1, 2, 4, 8) if f * r <= 1] or [1])
         try:
             img = read_image(self.files[i], bool(self.special[i]), reduce, int(self.orientation[i]) or None,
-                             self.bit_depth)
+                             self.bit_depth, gray=self._gray(i))
         except OSError as e:
             raise OSError(f"{self.json_path}: image id {self.image_ids[i]}: {e}") from None
         if img.shape[:2] != (h0, w0) and reduce == 1:
@@ -187,14 +196,15 @@ class CocoDataset(Dataset):
             for native in (False, True) if self._keep_native(i) else (False,):
                 v = self._variant(i, native)
                 items.append((i, v, ident))
-                nbytes += 3 * (int(np.prod(self.shapes[i])) if native else int(np.prod(self._resized_hw(i))))
+                px = int(np.prod(self.shapes[i])) if native else int(np.prod(self._resized_hw(i)))
+                nbytes += px * (1 if self._gray(i) else 3)
         cache = ImageCache(mode, Path(folder) if folder else cache_root() / "images")
         cache.fill(items, lambda i, v: self._decode(i, v.startswith("native")), nbytes, str(self.json_path))
         self.cache = cache
 
     def load_item(self, i: int, tile: bool | None = None) -> tuple[np.ndarray, np.ndarray, tuple, tuple]:
         """Image i either resized (long side imgsz) or, when tiling, an imgsz crop at native
-        resolution. Returns (img BGR, boxes [cls, x1, y1, x2, y2] px of img, ratio, offset) where
+        resolution. Returns (img BGR or grey, boxes [cls, x1, y1, x2, y2] px of img, ratio, offset) where
         img px = original px * ratio - offset * ratio."""
         if tile is None:
             tile = self._keep_native(i) and self.rng.random() < self.tile_p
@@ -233,9 +243,10 @@ class CocoDataset(Dataset):
         parts = [self.load_item(int(j)) for j in idx]
         h = self.hyp
         img, boxes, (small, cut) = mosaic4_affine(
-            [p[0] for p in parts], [p[1] for p in parts], self.imgsz, self.rng, degrees=h.get("degrees", 0.0),
-            translate=h.get("translate", 0.0), scale=h.get("scale", 0.0), shear=h.get("shear", 0.0),
-            perspective=h.get("perspective", 0.0), min_box_px=self.min_box_px, exact=self.exact_warp)
+            same_channels([p[0] for p in parts]), [p[1] for p in parts], self.imgsz, self.rng,
+            degrees=h.get("degrees", 0.0), translate=h.get("translate", 0.0), scale=h.get("scale", 0.0),
+            shear=h.get("shear", 0.0), perspective=h.get("perspective", 0.0), min_box_px=self.min_box_px,
+            exact=self.exact_warp)
         self._count(0, small, cut)
         return img, boxes
 
@@ -284,6 +295,7 @@ class CocoDataset(Dataset):
             ratio, pad = (1.0, 1.0), (0.0, 0.0)  # a mosaic has no single original frame
             if hyp.get("mixup", 0) and rng.random() < hyp["mixup"]:
                 img2, boxes2 = self.load_mosaic(int(rng.integers(len(self))))
+                img, img2 = same_channels([img, img2])
                 img, boxes = mixup(img, boxes, img2, boxes2, rng)
         else:
             img, boxes, r0, off = self.load_item(i, tile=None if self.augment else False)
@@ -299,6 +311,7 @@ class CocoDataset(Dataset):
         if self.augment:
             if hyp.get("copy_paste", 0) and rng.random() < hyp["copy_paste"]:
                 donor, dboxes, _, _ = self.load_item(int(rng.integers(len(self))))
+                img, donor = (to_bgr(im) for im in (img, donor))
                 if not img.flags.writeable:  # still the cached image itself (read-only): paste into a copy
                     img = img.copy()
                 img, boxes = copy_paste_small(img, boxes, donor, dboxes, rng, min_box_px=self.min_box_px)
@@ -309,7 +322,9 @@ class CocoDataset(Dataset):
                 img, boxes = flip_ud(img, boxes)
             self._count(int((boxes[:, 0] != IGNORE_CLASS).sum()), 0, 0)
         else:
-            img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+            img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB if img.ndim == 2 else cv2.COLOR_BGR2RGB)
+        if img.ndim == 2:  # a grey sample's three equal channels, made in its last step
+            img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
         labels = xyxy_to_cxcywh(boxes.reshape(-1, 5))
         if self.single_cls:
             labels[labels[:, 0] != IGNORE_CLASS, 0] = 0
@@ -317,6 +332,17 @@ class CocoDataset(Dataset):
         # (3, H, W) as a view of the HWC pixels: collate_fn writes the planes into the batch in one pass
         img = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)
         return img, torch.from_numpy(labels), self.files[i], meta
+
+
+def to_bgr(img: np.ndarray) -> np.ndarray:
+    """A grey (h, w) image as the BGR image it stands for; BGR images as they are."""
+    return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR) if img.ndim == 2 else img
+
+
+def same_channels(images: list[np.ndarray]) -> list[np.ndarray]:
+    """Images combined into one: all grey stay grey, else all BGR."""
+    return images if all(im.ndim == 2 for im in images) or all(im.ndim == 3 for im in images) else \
+        [to_bgr(im) for im in images]
 
 
 def collate_fn(batch: list) -> tuple[torch.Tensor, torch.Tensor, tuple, tuple]:

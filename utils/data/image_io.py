@@ -104,21 +104,25 @@ def orient(img: np.ndarray, orientation: int) -> np.ndarray:
 
 
 def read_image(path: str, special: bool = False, reduce: int = 1, orientation: int | None = None,
-               bit_depth: int | str = "auto") -> np.ndarray:
+               bit_depth: int | str = "auto", gray: bool = False) -> np.ndarray:
     """Decode to BGR uint8 (h, w, 3) as shown (EXIF orientation applied). special: alpha composited on grey,
     16-bit/float scaled to 8 bits by bit_depth (see the module doc). reduce 2/4/8 lets libjpeg decode at a
     fraction of the size (much faster for large photos that will be shrunk anyway). orientation: the file's
     EXIF orientation when the caller knows it (the dataset read it with the header); None reads it.
-    Raises OSError naming the file when it cannot be decoded."""
+    gray: the file holds one channel (its header says so): return it as (h, w), the values each BGR channel
+    would have had. Raises OSError naming the file when it cannot be decoded."""
     if special:
         img = cv2.imread(path, cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
         if img is not None:
-            img, problem = to_bgr8(img, bit_depth)
+            img, problem = to_bgr8(img, bit_depth, keep_gray=gray)
             if problem:
                 warn_once(path, problem)
     else:
         flag = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
                 8: cv2.IMREAD_REDUCED_COLOR_8}.get(reduce, cv2.IMREAD_COLOR)
+        if gray:
+            flag = {2: cv2.IMREAD_REDUCED_GRAYSCALE_2, 4: cv2.IMREAD_REDUCED_GRAYSCALE_4,
+                    8: cv2.IMREAD_REDUCED_GRAYSCALE_8}.get(reduce, cv2.IMREAD_GRAYSCALE)
         img = cv2.imread(path, flag | cv2.IMREAD_IGNORE_ORIENTATION)
     if img is None:
         raise OSError(f"{path}: image could not be read (missing or corrupt)")
@@ -145,10 +149,10 @@ def _scale_int(img: np.ndarray, bit_depth: int | str) -> tuple[np.ndarray, str]:
     return out, ""
 
 
-def to_bgr8(img: np.ndarray, bit_depth: int | str = "auto") -> tuple[np.ndarray, str]:
+def to_bgr8(img: np.ndarray, bit_depth: int | str = "auto", keep_gray: bool = False) -> tuple[np.ndarray, str]:
     """Any decoded frame (grey, grey+alpha, BGR, BGRA; 8/16/32-bit integer or float) -> (BGR uint8, problem),
     problem being '' or what the conversion lost (see _lost; clipped values). bit_depth: 'auto', 'minmax'
-    or 9..16 (the module doc says how each scales)."""
+    or 9..16 (the module doc says how each scales). keep_gray: a one-channel frame stays (h, w)."""
     problem = ""
     if img.dtype != np.uint8:
         alpha = img.ndim == 3 and img.shape[2] in (2, 4)
@@ -177,7 +181,7 @@ def to_bgr8(img: np.ndarray, bit_depth: int | str = "auto") -> tuple[np.ndarray,
     if img.ndim == 3 and img.shape[2] == 1:
         img = img[..., 0]
     if img.ndim == 2:
-        return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR), problem
+        return (img if keep_gray else cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)), problem
     if img.shape[2] == 2:  # grey + alpha
         img = cv2.merge((img[..., 0], img[..., 0], img[..., 0], img[..., 1]))
     if img.shape[2] == 4:  # transparent areas become the pad grey, not whatever colour they store
