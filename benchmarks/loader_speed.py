@@ -2,7 +2,8 @@
 
     python -m benchmarks.loader_speed [--data data/deeppcb.yaml] [--hyp configs/hyps/default.yaml]
         [--imgsz 640] [--batch-size 16] [--workers 0 1] [--rounds 5] [--batches 10]
-        [--cache none|ram|disk] [--peer-cache none|ram|disk] [--tile P] [--peer-python PYTHON] [--out FILE]
+        [--cache none|ram|disk] [--peer-cache none|ram|disk] [--tile P] [--hsv-on-device]
+        [--peer-python PYTHON] [--out FILE]
 
 For each worker count both loaders are built once (ours in this process, the peer's in a
 subprocess running benchmarks/peer_loader.py under the peer venv), warmed up by one batch, and
@@ -56,10 +57,12 @@ def cpu_seconds(pids: list[int]) -> float:
 
 
 class OurLoader:
-    def __init__(self, split: dict, hyp: dict, imgsz: int, batch_size: int, workers: int, cache: str, seed: int):
+    def __init__(self, split: dict, hyp: dict, imgsz: int, batch_size: int, workers: int, cache: str, seed: int,
+                 hsv_on_device: bool = False):
         t0 = time.perf_counter()
         self.loader, self.ds = create_dataloader(split, imgsz, batch_size, hyp=hyp, augment=True, cache=cache,
                                                  workers=workers, shuffle=True, seed=seed)
+        self.ds.hsv_on_device = hsv_on_device  # as train.py sets it on a GPU: before the workers start
         self.setup_s = time.perf_counter() - t0
         self.it = iter(self.loader)
         self.next()  # warm-up: worker start, first decodes
@@ -123,7 +126,7 @@ class PeerLoader:
 
 
 def compare(data: dict, split: str, hyp: dict, opt: argparse.Namespace, workers: int) -> dict:
-    ours = OurLoader(data[split], hyp, opt.imgsz, opt.batch_size, workers, opt.cache, opt.seed)
+    ours = OurLoader(data[split], hyp, opt.imgsz, opt.batch_size, workers, opt.cache, opt.seed, opt.hsv_on_device)
     peer = None
     if opt.peer_python:
         coco_dir = Path(data[split]["images"]).resolve().parents[1]  # <set>/images/<split>
@@ -174,6 +177,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--cache", default="none", choices=["none", "ram", "disk"], help="image cache, both sides")
     p.add_argument("--peer-cache", default="", choices=["", "none", "ram", "disk"], help="the peer's, if not --cache")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--hsv-on-device", action="store_true",
+                   help="ours as it loads for a GPU run: colour samples leave the HSV pixel work to the device")
     p.add_argument("--peer-python", default=DEFAULT_PEER if Path(DEFAULT_PEER).exists() else "",
                    help="the peer venv's interpreter ('' = ours only)")
     p.add_argument("--workdir", default="/tmp/loader-speed-peer", help="the peer's converted copy of the set")
@@ -200,7 +205,7 @@ def main(argv: list[str] | None = None) -> dict:
               "data": data["yaml_file"], "hyp": opt.hyp, "imgsz": opt.imgsz, "batch": opt.batch_size,
               "cache": opt.cache, "peer_cache": opt.peer_cache or opt.cache, "seed": opt.seed,
               "threads": "1 torch / 1 OpenCV thread per side",
-              "tile": hyp.get("tile", 0.0), "peer": opt.peer_python or None,
+              "tile": hyp.get("tile", 0.0), "peer": opt.peer_python or None, "hsv_on_device": opt.hsv_on_device,
               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared with other "
                          f"jobs: compare ratios within a run)",
               "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rows": rows}

@@ -26,14 +26,23 @@ def hsv_to_rgb(img: np.ndarray, rng: np.random.Generator, hgain: float = 0.0, sg
     """BGR uint8 in, RGB uint8 out (a new array), with random HSV gains when any gain is set.
     A grey (h, w) image stays grey: a pixel with B = G = R has saturation 0 and hue 0, both of which
     the tables keep at 0, so only the value table changes it, the same in all three channels."""
-    if not (hgain or sgain or vgain):
+    tables = draw_hsv_tables(rng, hgain, sgain, vgain)
+    if tables is None:
         return img.copy() if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-    r = rng.uniform(-1, 1, 3) * (hgain, sgain, vgain) + 1
     if img.ndim == 2:
-        return cv2.LUT(img, np.ascontiguousarray(hsv_tables(r)[0, :, 2]))
+        return cv2.LUT(img, np.ascontiguousarray(tables[:, 2]))
     hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV)
-    cv2.LUT(hsv, hsv_tables(r), dst=hsv)
+    cv2.LUT(hsv, tables[None], dst=hsv)
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+
+
+def draw_hsv_tables(rng: np.random.Generator, hgain: float = 0.0, sgain: float = 0.0,
+                    vgain: float = 0.0) -> np.ndarray | None:
+    """One sample's random HSV gains as (256, 3) tables (hsv_to_rgb's draws); None when no gain is set.
+    The loader draws them and hands them to the device when it trains on a GPU (hsv_device.py)."""
+    if not (hgain or sgain or vgain):
+        return None
+    return hsv_tables(rng.uniform(-1, 1, 3) * (hgain, sgain, vgain) + 1)[0]
 
 
 def stack_chw(imgs: list[torch.Tensor] | tuple, shared: bool = False) -> torch.Tensor:

@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, get_worker_info
 
 
-from utils.augment.finish import hsv_to_rgb, stack_chw
+from utils.augment.finish import draw_hsv_tables, hsv_to_rgb, stack_chw
 from utils.augment.mosaic_affine import mosaic4_affine
 from utils.augment.transforms import PAD_VALUE, flip_lr, flip_ud, letterbox, mixup, random_affine, xyxy_to_cxcywh
 from utils.data.cache import ImageCache, cache_mode, cache_root, file_identity
@@ -54,6 +54,9 @@ class CocoDataset(Dataset):
     # one-channel files stay one channel until the sample's last step (3x less work and cache; the
     # same pixels: docs/loader.md); False decodes them to BGR as every other image
     gray_path = True
+    # training on a GPU: colour samples leave the HSV pixel work to the device (utils/augment/hsv_device.py),
+    # their tables ride in meta['hsv']; utils/engine/build.py sets it
+    hsv_on_device = False
 
     def __init__(self, json_path: str, img_dir: str, imgsz: int = 640, batch_size: int = 16, stride: int = 32,
                  hyp: dict | None = None, augment: bool = False, rect: bool = False, cache: bool | str = False,
@@ -308,6 +311,7 @@ class CocoDataset(Dataset):
             pad = (p1[0] - off[0] * ratio[0], p1[1] - off[1] * ratio[1])
             if self.augment:
                 img, boxes = self._affine(img, boxes, None)
+        tables = None  # HSV tables left to the device (hsv_on_device)
         if self.augment:
             if hyp.get("copy_paste", 0) and rng.random() < hyp["copy_paste"]:
                 donor, dboxes, _, _ = self.load_item(int(rng.integers(len(self))))
@@ -315,7 +319,12 @@ class CocoDataset(Dataset):
                 if not img.flags.writeable:  # still the cached image itself (read-only): paste into a copy
                     img = img.copy()
                 img, boxes = copy_paste_small(img, boxes, donor, dboxes, rng, min_box_px=self.min_box_px)
-            img = hsv_to_rgb(img, rng, hyp.get("hsv_h", 0.0), hyp.get("hsv_s", 0.0), hyp.get("hsv_v", 0.0))
+            gains = hyp.get("hsv_h", 0.0), hyp.get("hsv_s", 0.0), hyp.get("hsv_v", 0.0)
+            if self.hsv_on_device and img.ndim == 3:  # same draws; a flip commutes with the per-pixel map
+                tables = draw_hsv_tables(rng, *gains)
+                img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+            else:
+                img = hsv_to_rgb(img, rng, *gains)
             if hyp.get("fliplr", 0) and rng.random() < hyp["fliplr"]:
                 img, boxes = flip_lr(img, boxes)
             if hyp.get("flipud", 0) and rng.random() < hyp["flipud"]:
@@ -329,6 +338,8 @@ class CocoDataset(Dataset):
         if self.single_cls:
             labels[labels[:, 0] != IGNORE_CLASS, 0] = 0
         meta = {"image_id": int(self.image_ids[i]), "orig_shape": (h0, w0), "ratio": ratio, "pad": pad}
+        if tables is not None:
+            meta["hsv"] = tables
         # (3, H, W) as a view of the HWC pixels: collate_fn writes the planes into the batch in one pass
         img = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)
         return img, torch.from_numpy(labels), self.files[i], meta

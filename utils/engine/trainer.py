@@ -19,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from utils.augment.hsv_device import apply_hsv_tables, batch_tables
 from utils.boxes import IGNORE_CLASS
 from utils.config import TrainConfig
 from utils.checkpoints.checkpoint import checkpoint_yaml, read_checkpoint, save_checkpoint
@@ -204,9 +205,9 @@ class Trainer:
                                                  "Instances", "Size"))
                 bar = tqdm(bar, total=self.nb, bar_format="{l_bar}{bar:10}{r_bar}")
             self.optimizer.zero_grad()
-            for i, (imgs, targets, _, _) in bar:
+            for i, (imgs, targets, _, metas) in bar:
                 ni = i + self.nb * epoch
-                imgs = self.preprocess(imgs)
+                imgs = self.preprocess(self.device_augment(imgs, metas))
                 targets = targets.to(self.device)
                 if self.cfg.single_cls:
                     targets[targets[:, 1] != IGNORE_CLASS, 1] = 0  # ignore regions stay what they are
@@ -297,6 +298,15 @@ class Trainer:
         ckpt = read_checkpoint(last)
         ckpt["final_eval"] = "done"
         save_checkpoint(ckpt, last)
+
+    def device_augment(self, imgs: torch.Tensor, metas: tuple) -> torch.Tensor:
+        """The augmentation the loader left to the device (HSV gains, CocoDataset.hsv_on_device): the
+        uint8 batch on the device with them applied; the batch as it is when there is none."""
+        tables = batch_tables(metas)
+        if tables is None:
+            return imgs
+        imgs = imgs.to(self.device, non_blocking=True)
+        return apply_hsv_tables(imgs, torch.from_numpy(tables).to(self.device, non_blocking=True))
 
     def preprocess(self, imgs: torch.Tensor) -> torch.Tensor:
         """uint8 NCHW batch -> float 0-1 on the device, channels-last like the model's weights."""

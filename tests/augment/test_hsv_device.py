@@ -1,0 +1,79 @@
+"""HSV gains on the device (utils/augment/hsv_device.py) against OpenCV's own conversions, and the
+loader + trainer path that uses them against the loader doing them itself."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from tests.data.test_loader_fast_paths import HYP, batches, write_big_images
+from utils.augment.finish import draw_hsv_tables, hsv_to_rgb
+from utils.augment.hsv_device import IDENTITY, apply_hsv_tables, batch_tables, hsv8_to_rgb, rgb_to_hsv8
+from utils.data.dataset import CocoDataset
+from utils.engine.trainer import Trainer
+
+
+def nchw(img: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None]
+
+
+def test_rgb_to_hsv_is_opencvs_for_every_colour():
+    c = np.arange(1 << 24, dtype=np.uint32)
+    rgb = np.stack([(c >> 16) & 255, (c >> 8) & 255, c & 255], 1).astype(np.uint8).reshape(4096, 4096, 3)
+    out = rgb_to_hsv8(nchw(rgb))[0].permute(1, 2, 0).numpy()
+    np.testing.assert_array_equal(out, cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV))
+
+
+def test_hsv_to_rgb_is_opencvs_for_every_hsv_value():
+    """Rows of 256 px: OpenCV's vectorised loop converts all of them (its scalar remainder loop,
+    which rounds where the vector loop truncates, is not used)."""
+    h, s, v = np.meshgrid(np.arange(180), np.arange(256), np.arange(256), indexing="ij")
+    hsv = np.stack([h, s, v], -1).astype(np.uint8).reshape(180 * 256, 256, 3)
+    out = hsv8_to_rgb(nchw(hsv))[0].permute(1, 2, 0).numpy()
+    np.testing.assert_array_equal(out, cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB))
+
+
+@pytest.mark.parametrize("gains", [(0.015, 0.7, 0.4), (0.5, 0.9, 0.9), (0.0, 0.0, 0.0)])
+def test_tables_on_a_batch_equal_hsv_to_rgb(gains):
+    rng = np.random.default_rng(0)
+    imgs = [cv2.GaussianBlur(rng.integers(0, 256, (64, 96, 3), dtype=np.uint8), (5, 5), 0) for _ in range(3)]
+    refs, tables = [], []
+    for k, im in enumerate(imgs):
+        refs.append(hsv_to_rgb(im, np.random.default_rng(k), *gains))
+        t = draw_hsv_tables(np.random.default_rng(k), *gains)
+        tables.append(IDENTITY if t is None else t)
+    rgb = torch.cat([nchw(cv2.cvtColor(im, cv2.COLOR_BGR2RGB)) for im in imgs])
+    out = apply_hsv_tables(rgb, torch.from_numpy(np.stack(tables)))
+    for o, r in zip(out, refs):
+        np.testing.assert_array_equal(o.permute(1, 2, 0).numpy(), r)
+
+
+def test_loader_leaves_hsv_to_the_device_with_the_same_batches(tmp_path, monkeypatch):
+    """hsv_on_device: colour samples carry their tables in meta['hsv'] (grey ones apply theirs, a
+    value table, on the CPU), and the trainer's device_augment turns the batch into the one the
+    loader makes by itself: bit for bit, flips, mixup and copy-paste included."""
+    js = write_big_images(tmp_path / "data", n=6, gray=(0, 4))
+    hyp = dict(HYP, mixup=0.3, flipud=0.5)
+    out = {}
+    for on_device in (False, True):
+        monkeypatch.setattr(CocoDataset, "hsv_on_device", on_device)
+        ds = CocoDataset(str(js), str(tmp_path / "data" / "img"), imgsz=64, augment=True, hyp=hyp, seed=2,
+                         verbose=False)
+        out[on_device] = batches(ds, n=5)
+    stub = SimpleNamespace(device=torch.device("cpu"))
+    deferred = 0
+    for (imgs, targets, _, metas), (ref, ref_targets, _, ref_metas) in zip(out[True], out[False]):
+        assert not any("hsv" in m for m in ref_metas)
+        deferred += sum("hsv" in m for m in metas)
+        assert torch.equal(targets, ref_targets)
+        assert torch.equal(Trainer.device_augment(stub, imgs, metas), ref)
+    assert deferred >= 10  # most samples are colour: their HSV ran in device_augment
+    assert batch_tables([{}, {}]) is None and batch_tables(None) is None
+
+
+def test_no_tables_no_transfer():
+    imgs = torch.zeros((2, 3, 4, 4), dtype=torch.uint8)
+    assert Trainer.device_augment(SimpleNamespace(device=torch.device("cpu")), imgs, ({}, {})) is imgs
