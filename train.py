@@ -39,7 +39,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
         if name == "resume":
             kw.update(nargs="?", const=True)
         elif name == "cache":  # bare --cache means ram, as in YOLOv5
-            kw.update(nargs="?", const="ram", choices=["ram", "disk", "auto"])
+            kw.update(nargs="?", const="ram", choices=["ram", "disk", "auto", "none"])
         elif name == "hyp_set":
             kw.update(nargs="+", metavar="KEY=VALUE")
         elif isinstance(default, bool):

@@ -64,9 +64,9 @@ class TrainConfig:
     exist_ok: bool = _opt(False, "reuse project/name instead of incrementing")
     resume: Any = _opt(False, "resume the latest run, a run dir or a last.pt")
     patience: int = _opt(100, "early stop after this many epochs without improvement", least=0)
-    cache: Any = _opt(False, "decode each image once: --cache (ram) keeps them in RAM, --cache disk as memory-mapped "
-                             "files under $SMALLDET_CACHE or ~/.cache/smalldet, --cache auto in RAM when they take "
-                             "<= 1/4 of the free memory (docs/loader.md)")
+    cache: Any = _opt("auto", "decode each image once: --cache (ram) keeps them in RAM, --cache disk as memory-mapped "
+                              "files under $SMALLDET_CACHE or ~/.cache/smalldet, auto in RAM when they take <= 1/4 of "
+                              "the free memory, none decodes every time (docs/loader.md)")
     optimizer: str | None = _opt(None, "the hyp's optimizer: if it names one, else SGD", choices=OPTIMIZERS)
     cos_lr: bool = _opt(False, "cosine LR schedule")
     label_smoothing: float | None = _opt(None, "overrides the hyp's label_smoothing")
