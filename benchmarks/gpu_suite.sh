@@ -20,6 +20,7 @@
 #   its earlier wall at this budget, else the longest run of this call)  GPU_SUITE_DDP=auto|off|force (the
 #   2-process CUDA DDP smoke run, 1 epoch at 320: run with 2+ GPUs, else skipped with a note)
 #   GPU_SUITE_MAX_IMAGES=N (first N images a split: the CPU check)  GPU_SUITE_THREADS (peer.py --threads, CPU)
+#   GPU_SUITE_HSV_CHECK=off (skip benchmarks/gpu_hsv_check.py, which runs first: ~10 s, $OUT/gpu-hsv-check.json)
 #   GPU_SUITE_TAG=name with GPU_SUITE_OURS_ARGS="--cache ram" / GPU_SUITE_PEER_KW="cache=ram" (a recipe variant,
 #   keyed apart)  GPU_SUITE_OUT (the result file)  GPU_SUITE_WORKDIR=/tmp/gpu-suite (a folder per call)
 #
@@ -100,6 +101,11 @@ run() {
     *yolov5nu*|*yolo26n*) ensure_imports "$GPU_SUITE_PEER_PY" "ultralytics, pycocotools" ;;
   esac
   export PYTHONUNBUFFERED=1
+  if [ "${GPU_SUITE_HSV_CHECK:-on}" != off ]; then  # ~10 s: the device's HSV pixels against OpenCV's, and their cost
+    local dev=${GPU_SUITE_DEVICE:-0}
+    "$GPU_SUITE_PY" -m benchmarks.gpu_hsv_check --device "${dev%%,*}" --out "${OUT:-/tmp}/gpu-hsv-check.json" \
+      || echo "gpu_hsv_check failed (the runs go on)"
+  fi
   # the result file and gpu-suite-logs.tgz are copied into $OUT (the device tool's) after every run
   "$GPU_SUITE_PY" -m benchmarks.gpu_suite "$@"
 }

@@ -185,3 +185,11 @@ def test_polars_stand_in_fails_inside_the_packages_try(monkeypatch):
     assert polars.__stand_in__
     with pytest.raises(RuntimeError, match="not installed"):  # the package catches Exception around read_csv
         polars.read_csv(b"a,b\n1,2\n")
+
+
+def test_gpu_hsv_check_runs_and_compares_pixels(tmp_path):
+    """The device check's script (run first by gpu_suite.sh), here on the CPU: same pixels as OpenCV's."""
+    from benchmarks.gpu_hsv_check import main
+    r = main(["--device", "cpu", "--batch", "3", "--imgsz", "64", "--out", str(tmp_path / "h.json")])
+    assert r["pixels"] == 3 * 64 * 64 and r["pixels_differing"] == 0 and r["max_abs_diff"] == 0
+    assert (tmp_path / "h.json").exists()
