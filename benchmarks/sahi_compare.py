@@ -54,8 +54,11 @@ class TimedForward(torch.nn.Module):
         self.model, self.seconds = model, 0.0
 
     def forward(self, x: torch.Tensor) -> Any:
+        sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)  # a GPU's forward ends when its kernels do
+        sync()
         t = time.perf_counter()
         out = self.model(x)
+        sync()
         self.seconds += time.perf_counter() - t
         return out
 
@@ -212,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-images", type=int, default=0, help="first N images (0 = all)")
     ap.add_argument("--settings", nargs="+", default=[s[0] for s in SETTINGS], choices=[s[0] for s in SETTINGS])
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu", help="cpu, or a CUDA index (benchmarks/gpu_sahi.sh)")
     ap.add_argument("--out", default="benchmarks/results/sahi-compare-aerial-cars.json")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -226,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     split = cfg[a.split]
     gt = json.loads(Path(split["json"]).read_text())
     images = sorted(gt["images"], key=lambda im: im["id"])[:a.max_images or None]
-    model = TimedForward(load_model(a.weights, "cpu", fuse=True))
+    device = torch.device("cpu" if a.device == "cpu" else f"cuda:{a.device}")
+    model = TimedForward(load_model(a.weights, device, fuse=True))
     names, cat_ids = cfg["names"], cfg["cat_ids"]
     smodel = sahi_model(model, a.slice, a.slice, a.conf, a.iou, a.max_det, names)
     settings = [s for s in SETTINGS if s[0] in a.settings]
@@ -274,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         "our_batch": a.batch, "sahi_batch": a.sahi_batch, "threads": a.threads,
         "versions": {"sahi": sahi.__version__, "torch": torch.__version__, "python": platform.python_version()},
         "machine": f"{platform.machine()}, {os.cpu_count()} cores shared with other jobs (ratios, not absolutes)",
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "seed": "none (deterministic inference)",
         "rows": rows, "compare": compare,
     }

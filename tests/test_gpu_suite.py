@@ -4,6 +4,7 @@ import os
 import sys
 
 import pytest
+import torch
 
 from benchmarks.gpu_sampling import (merge_results, pair_summary, parse_smi_line, probe_img_per_s,
                                      steady_img_per_s, util_stats)
@@ -193,3 +194,25 @@ def test_gpu_hsv_check_runs_and_compares_pixels(tmp_path):
     r = main(["--device", "cpu", "--batch", "3", "--imgsz", "64", "--out", str(tmp_path / "h.json")])
     assert r["pixels"] == 3 * 64 * 64 and r["pixels_differing"] == 0 and r["max_abs_diff"] == 0
     assert (tmp_path / "h.json").exists()
+
+
+def test_strip_weights_keeps_what_inference_loads(tmp_path):
+    """benchmarks/strip_weights.py (gpu_sahi.sh's weights): the same model loads from the copy; the
+    training state is gone; the input is never overwritten."""
+    from benchmarks.strip_weights import strip
+    from models.yolo import Model
+    from utils.checkpoints.checkpoint import checkpoint_yaml, read_checkpoint, save_checkpoint
+    from utils.inference.backends import load_model
+    torch.manual_seed(0)
+    m = Model("yolov5n.yaml", nc=2)
+    src, dst = tmp_path / "w.pt", tmp_path / "s.pt"
+    save_checkpoint({"model_yaml": checkpoint_yaml(m), "model": m.state_dict(), "raw_model": m.state_dict(),
+                     "optimizer": {"state": {0: torch.zeros(1000)}}, "names": ["a", "b"], "epoch": 3}, src)
+    sizes = strip(src, dst)
+    assert sizes["out"] < sizes["in"]
+    assert set(read_checkpoint(dst)) == {"model_yaml", "model", "names", "epoch"}
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(load_model(src).eval()(x)[0], load_model(dst).eval()(x)[0])
+    with pytest.raises(SystemExit, match="is the input"):
+        strip(src, src)
