@@ -90,7 +90,8 @@ def _resumed_config(opt: argparse.Namespace) -> tuple[TrainConfig, dict]:
     project = opt.project or field_default("project")
     path, ckpt = resolve_resume(opt.resume, project)
     saved = {k: v for k, v in ckpt["opt"].items() if k in FIELDS}
-    keep = {k: getattr(opt, k) for k in ("device", "workers") if getattr(opt, k) is not None}
+    # what changes speed, never a batch or a weight: a resumed run may set these anew
+    keep = {k: getattr(opt, k) for k in ("device", "workers", "cache") if getattr(opt, k) is not None}
     clash = sorted(k for k, v in vars(opt).items() if v is not None and k not in (*keep, "resume")
                    and k in saved and not same_setting(k, v, saved[k]))
     if clash:

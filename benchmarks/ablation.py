@@ -162,8 +162,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--recipe", default="none", choices=["none", "auto"],
                     help="auto: tile and final sliced validation from the data (train.py --recipe auto), as "
                          "aerial-cars' 4000 px photos need")
-    ap.add_argument("--cache", action="store_true", help="decode the images into RAM once (train.py --cache): "
-                    "large photos cut into tiles would otherwise be decoded again every epoch")
+    ap.add_argument("--cache", nargs="?", const="ram", default=None, choices=["ram", "disk", "auto", "none"],
+                    help="train.py's --cache (bare: ram; default: train.py's, auto)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--speed-batches", type=int, default=10)

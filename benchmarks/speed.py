@@ -75,15 +75,16 @@ def our_train_speed(data: str, cfg: str, imgsz: int, batch: int, batches: int, w
         it = iter(trainer.train_loader)
         for i in range(warmup + batches):
             try:
-                imgs, targets, _, _ = next(it)
+                imgs, targets, _, metas = next(it)
             except StopIteration:
                 it = iter(trainer.train_loader)
-                imgs, targets, _, _ = next(it)
+                imgs, targets, _, metas = next(it)
             _sync(device)
             t0 = time.perf_counter()
             apply_lr(trainer.optimizer, trainer.hyp, trainer.lf, 0, i, trainer.nw, trainer.nb, trainer.sgd)
             with torch.autocast("cuda", enabled=trainer.amp):
-                loss, _ = trainer.loss_fn(trainer.model(trainer.preprocess(imgs)), targets.to(device))
+                x = trainer.preprocess(trainer.device_augment(imgs, metas))  # as the training loop does
+                loss, _ = trainer.loss_fn(trainer.model(x), targets.to(device))
             trainer.scaler.scale(loss).backward()
             trainer._step()
             _sync(device)

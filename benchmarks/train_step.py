@@ -34,10 +34,10 @@ def step_breakdown(data: str, cfg: str, imgsz: int, batch: int, batches: int, re
         it = iter(trainer.train_loader)
         held = [next(it) for _ in range(batches)]
         for timed in (False, True):
-            for i, (imgs, targets, _, _) in enumerate(held):
+            for i, (imgs, targets, _, metas) in enumerate(held):
                 apply_lr(trainer.optimizer, trainer.hyp, trainer.lf, 0, i, trainer.nw, trainer.nb, trainer.sgd)
                 t = [time.perf_counter()]
-                x = trainer.preprocess(imgs)
+                x = trainer.preprocess(trainer.device_augment(imgs, metas))  # as the training loop does
                 t.append(time.perf_counter())
                 preds = trainer.model(x)
                 t.append(time.perf_counter())

@@ -77,3 +77,19 @@ def test_loader_leaves_hsv_to_the_device_with_the_same_batches(tmp_path, monkeyp
 def test_no_tables_no_transfer():
     imgs = torch.zeros((2, 3, 4, 4), dtype=torch.uint8)
     assert Trainer.device_augment(SimpleNamespace(device=torch.device("cpu")), imgs, ({}, {})) is imgs
+
+
+def test_the_trainer_checks_the_device_against_opencv(monkeypatch):
+    """matches_opencv gates hsv_on_device (utils/engine/build.py): true here, false when the device's
+    conversion differs (here: rounding where OpenCV's vector loop truncates)."""
+    from utils.augment import hsv_device
+    assert hsv_device.matches_opencv("cpu")
+    real = hsv_device.hsv8_to_rgb
+
+    def rounding(hsv):
+        h, s, v = hsv.unbind(1)
+        return torch.where(s[:, None] == 0, real(hsv), (real(hsv).int() + (v[:, None] % 2).int()).clamp(0, 255)
+                           .to(torch.uint8))
+
+    monkeypatch.setattr(hsv_device, "hsv8_to_rgb", rounding)
+    assert not hsv_device.matches_opencv("cpu")

@@ -320,3 +320,27 @@ def test_hsv_to_rgb_of_a_gray_image_is_its_value_table():
             for c in range(3):
                 np.testing.assert_array_equal(out, ref[..., c])
             assert r1.random() == r2.random()
+
+
+def test_gray_path_in_rect_loaders_follows_the_sorted_images(tmp_path, monkeypatch):
+    """Rect loaders (validation) sort images by aspect ratio: the grey flags must move with them, or a
+    colour image would be decoded grey. A tall colour image listed before a wide grey one swaps places."""
+    root = tmp_path / "d"
+    (root / "img").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    colour = cv2.GaussianBlur(rng.integers(0, 256, (120, 60, 3), dtype=np.uint8), (5, 5), 0)
+    cv2.imwrite(str(root / "img" / "g.png"), rng.integers(0, 256, (60, 120), dtype=np.uint8))
+    cv2.imwrite(str(root / "img" / "c.png"), colour)
+    js = root / "a.json"
+    js.write_text(json.dumps({"images": [{"id": 1, "file_name": "c.png", "width": 60, "height": 120},
+                                         {"id": 2, "file_name": "g.png", "width": 120, "height": 60}],
+                              "annotations": [], "categories": [{"id": 1, "name": "x"}]}))
+    out = {}
+    for gray_path in (True, False):
+        monkeypatch.setattr(CocoDataset, "gray_path", gray_path)
+        ds = CocoDataset(str(js), str(root / "img"), imgsz=64, batch_size=1, rect=True, verbose=False)
+        assert [Path(f).name for f in ds.files] == ["g.png", "c.png"]
+        out[gray_path] = [ds[i] for i in range(2)]
+    for a, b in zip(out[True], out[False]):
+        assert torch.equal(a[0], b[0])
+    assert not torch.equal(out[True][1][0][0], out[True][1][0][1])  # the colour image kept its colours

@@ -62,7 +62,7 @@ def test_default_rows_leave_the_hyp_to_train_py_so_the_recipe_can_set_tile(monke
     """Naming default.yaml as --hyp would make it a hyp file, which outranks --recipe auto's tile."""
     calls = _captured_run(monkeypatch, ["--rows", "base", "dfl-tuned", "--recipe", "auto", "--cache"], tmp_path)
     assert [c["hyp"] for c in calls] == [None, "configs/hyps/small-objects-dfl.yaml"]
-    assert all(c["recipe"] == "auto" and c["cache"] is True for c in calls)
+    assert all(c["recipe"] == "auto" and c["cache"] == "ram" for c in calls)
     saved = json.loads((tmp_path / "out.json").read_text())
     assert saved["budget"]["recipe"] == "auto" and set(saved["rows"]) == {"base", "dfl-tuned"}
     assert all(r["train_wall_min"] >= 0 for r in saved["rows"].values())

@@ -164,3 +164,19 @@ def test_the_trainer_takes_its_run_folder_from_the_config():
     from utils.engine.trainer import Trainer
     with pytest.raises(ValueError, match="cfg.save_dir is empty"):  # else it would write weights/ into the cwd
         Trainer(torch.nn.Conv2d(3, 4, 1), None, [], None, TrainConfig.from_dict({}), torch.device("cpu"))
+
+
+def test_resume_may_change_what_only_changes_speed(tmp_path):
+    """--cache (like --device and --workers) changes no batch and no weight: a run that ran out of memory
+    with the default cache resumes with --cache none; a setting that changes training is still refused."""
+    run = tmp_path / "r"
+    last = run / "weights" / "last.pt"
+    last.parent.mkdir(parents=True)
+    save_checkpoint({"model": {}, "model_yaml": {}, "raw_model": {}, "optimizer": {}, "epoch": 1,
+                     "opt": TrainConfig(epochs=5, save_dir=str(run)).as_dict(), "hyp": default_hyp()}, last)
+    opt = argparse.Namespace(**{**dict.fromkeys(FIELDS), "resume": str(run), "cache": "none", "workers": 0})
+    cfg, _ = train._resumed_config(opt)
+    assert (cfg.cache, cfg.workers, cfg.epochs) == ("none", 0, 5)
+    opt.epochs = 9
+    with pytest.raises(ValueError, match="--epochs 9"):
+        train._resumed_config(opt)

@@ -64,6 +64,8 @@ def copy_paste_small(img: np.ndarray, boxes: np.ndarray, donor: np.ndarray, dono
             if _free(nb, occupied):
                 a = _feather(ph, pw, MARGIN)
                 region = img[y:y + ph, x:x + pw]
+                if region.ndim == 2:  # grey: the same blend as each channel of its BGR copy
+                    a = a[..., 0]
                 region[:] = (patch * a + region * (1 - a) + 0.5).astype(np.uint8)
                 occupied = np.concatenate((occupied, nb[None]))
                 added.append(np.concatenate(([c[0]], nb)))

@@ -71,7 +71,10 @@ def hsv8_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
 def apply_hsv_tables(rgb: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
     """HSV gains on a uint8 RGB batch (B, 3, H, W): each image's HSV values through its (256, 3)
     tables (finish.hsv_tables) and back; images whose tables are IDENTITY are left as they are (the
-    round trip itself is not lossless). Equals finish.hsv_to_rgb per image."""
+    round trip itself is not lossless). Equals finish.hsv_to_rgb per image where OpenCV converts a whole
+    row in its vector loop: rows whose width is a multiple of its block (32 px on this x86 build; training
+    samples are imgsz wide, a multiple of 32), and for an OpenCV build that computes as the one tested
+    (matches_opencv checks the one at hand)."""
     t = tables.to(device=rgb.device, dtype=torch.long)  # (B, 256, 3)
     todo = (t != torch.as_tensor(IDENTITY, device=rgb.device).long()).flatten(1).any(1).nonzero().flatten()
     if not len(todo):
@@ -84,6 +87,20 @@ def apply_hsv_tables(rgb: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
                               for c in range(3)], 1).to(torch.uint8)
         out[part] = hsv8_to_rgb(mapped)
     return out
+
+
+def matches_opencv(device: torch.device | str) -> bool:
+    """Whether apply_hsv_tables on device gives this OpenCV's hsv_to_rgb pixels for a few colour images
+    with strong gains: the trainer leaves HSV to the device only then."""
+    from utils.augment.finish import draw_hsv_tables, hsv_to_rgb  # OpenCV's side (cv2 loads there)
+
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)  # noise: every hue sector, every level
+    ref = np.stack([hsv_to_rgb(im, np.random.default_rng(k), 0.5, 0.9, 0.9) for k, im in enumerate(imgs)])
+    tables = np.stack([draw_hsv_tables(np.random.default_rng(k), 0.5, 0.9, 0.9) for k in range(len(imgs))])
+    rgb = torch.from_numpy(np.ascontiguousarray(imgs[..., ::-1])).permute(0, 3, 1, 2).to(device)
+    out = apply_hsv_tables(rgb, torch.from_numpy(tables).to(device)).permute(0, 2, 3, 1).cpu().numpy()
+    return bool(np.array_equal(out, ref))
 
 
 def batch_tables(metas: tuple | list | None) -> np.ndarray | None:

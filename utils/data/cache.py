@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from tqdm import tqdm
 
 LOG = logging.getLogger("smalldet")
 CACHE_MODES = ("ram", "disk", "auto")
@@ -90,9 +91,11 @@ class ImageCache:
         raises OSError is left out. RAM: refused with a warning when it would not fit."""
         t0 = time.perf_counter()
         if self.mode == "auto":  # RAM when it is cheap, else nothing (never the disk unasked)
-            fits = expected_bytes <= AUTO_RAM_SHARE * _free_ram()
-            LOG.info(f"{desc}: --cache auto: {'RAM' if fits else 'no cache'} (~{expected_bytes / 1e9:.1f} GB of "
-                     f"{_free_ram() / 1e9:.1f} GB available)")
+            # DDP: every process on this machine caches its own copy, all deciding at about the same time
+            procs = max(int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1), 1)
+            fits = expected_bytes * procs <= AUTO_RAM_SHARE * _free_ram()
+            LOG.info(f"{desc}: --cache auto: {'RAM' if fits else 'no cache'} (~{expected_bytes / 1e9:.1f} GB"
+                     f"{f' x {procs} processes' if procs > 1 else ''} of {_free_ram() / 1e9:.1f} GB available)")
             self.mode = "ram" if fits else ""
             if not fits:
                 return
@@ -123,7 +126,8 @@ class ImageCache:
             return (i, variant), path
 
         with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as ex:  # decoding releases the GIL
-            for key, val in ex.map(one, items):
+            for key, val in tqdm(ex.map(one, items), total=len(items), desc=f"caching ({self.mode})",
+                                 unit="img", leave=False, disable=len(items) < 200):
                 if val is None:
                     continue
                 if self.mode == "ram":

@@ -135,7 +135,7 @@ class CocoDataset(Dataset):
         self.ann_ids = [self.ann_ids[i] for i in order]
         self.ignore = [self.ignore[i] for i in order]
         self.image_ids, self.shapes, self.special = self.image_ids[order], self.shapes[order], self.special[order]
-        self.orientation = self.orientation[order]
+        self.orientation, self.gray = self.orientation[order], self.gray[order]
         ar = ar[order]
         nb = math.ceil(len(ar) / self.batch_size)
         shapes = np.ones((nb, 2))
@@ -315,7 +315,7 @@ class CocoDataset(Dataset):
         if self.augment:
             if hyp.get("copy_paste", 0) and rng.random() < hyp["copy_paste"]:
                 donor, dboxes, _, _ = self.load_item(int(rng.integers(len(self))))
-                img, donor = (to_bgr(im) for im in (img, donor))
+                img, donor = same_channels([img, donor])
                 if not img.flags.writeable:  # still the cached image itself (read-only): paste into a copy
                     img = img.copy()
                 img, boxes = copy_paste_small(img, boxes, donor, dboxes, rng, min_box_px=self.min_box_px)

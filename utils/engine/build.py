@@ -15,6 +15,7 @@ import yaml
 
 from models.head import BIN_WIDTH
 from models.yolo import Model, head_reads
+from utils.augment.hsv_device import matches_opencv as hsv_on_device_ok
 from utils.checkpoints.checkpoint import model_from_checkpoint, read_checkpoint
 from utils.engine.freeze import freeze
 from utils.engine.transfer import transfer
@@ -105,8 +106,11 @@ def build_run(opt: TrainConfig, data: dict, device: torch.device, rank: int, wor
         data["train"], opt.imgsz, per_proc_batch, gs, hyp=hyp, augment=True, rect=False,
         cache=opt.cache, workers=opt.workers, shuffle=True, seed=opt.seed, rank=rank,
         names=data["names"], single_cls=opt.single_cls)
-    # on a GPU the HSV gains are microseconds for a batch there, ~half the loader's time per sample on a core
-    train_set.hsv_on_device = device.type == "cuda"
+    # on a GPU the HSV gains cost little for a batch there, ~half the loader's time per sample on a core;
+    # only where the device reproduces this OpenCV's pixels (else the loader keeps doing it)
+    train_set.hsv_on_device = device.type == "cuda" and hsv_on_device_ok(device)
+    if device.type == "cuda" and not train_set.hsv_on_device and main_proc:
+        LOG.warning("WARNING: the GPU's HSV pixels differ from this OpenCV's: the loader keeps the HSV gains")
     if main_proc and not sum(len(b) for b in train_set.boxes):
         LOG.warning(f"WARNING {data['train']['json']}: the train split has no boxes: the model can only learn "
                     f"that there is nothing to find")
