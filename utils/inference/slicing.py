@@ -90,7 +90,8 @@ def sliced_inference(img: np.ndarray, predict_tiles: TilePredictor, size: int, o
     (it returns per tile (n, 6) in tile pixels), shift and clip the boxes into original pixels, add
     extra (n, 6) boxes already in original pixels (the full-image pass) and merge duplicates.
     windows: (x1, y1, x2, y2) to use instead of slice_windows(h, w, size, overlap) (another tool's
-    layout, e.g. SAHI's, for a like-for-like comparison); metric: merge_detections' match metric."""
+    layout, e.g. SAHI's, for a like-for-like comparison); metric: merge_detections' match metric.
+    Returns the merged (n, 6) on the CPU."""
     if batch < 1:
         raise ValueError(f"sliced_inference: batch must be >= 1, got {batch}")
     h, w = img.shape[:2]
@@ -99,19 +100,22 @@ def sliced_inference(img: np.ndarray, predict_tiles: TilePredictor, size: int, o
     bad = [win for win in windows if not (0 <= win[0] < win[2] <= w and 0 <= win[1] < win[3] <= h)]
     if bad:
         raise ValueError(f"sliced_inference: windows {bad[:3]} are empty or outside the {w}x{h} image")
-    parts = [] if extra is None else [extra.float().cpu().reshape(-1, 6)]
+    # the boxes stay where the model made them until the merge is done: on a GPU, one transfer an image
+    # instead of one a window, and the merge runs there too
+    parts = [] if extra is None else [extra.detach().float().reshape(-1, 6)]
     for chunk in _chunks(windows, batch):
         dets = predict_tiles([img[y1:y2, x1:x2] for x1, y1, x2, y2 in chunk])
         if len(dets) != len(chunk):
             raise ValueError(f"sliced_inference: predict_tiles returned {len(dets)} results for {len(chunk)} tiles")
         for (x1, y1, x2, y2), d in zip(chunk, dets):
-            d = d.detach().float().cpu().reshape(-1, 6).clone()
+            d = d.detach().float().reshape(-1, 6).clone()
             d[:, [0, 2]] = (d[:, [0, 2]] + x1).clamp(x1, x2)
             d[:, [1, 3]] = (d[:, [1, 3]] + y1).clamp(y1, y2)
             parts.append(d)
-    det = torch.cat(parts) if parts else torch.zeros((0, 6))
+    dev = parts[-1].device if parts else torch.device("cpu")
+    det = torch.cat([p.to(dev) for p in parts]) if parts else torch.zeros((0, 6))
     det = det[(det[:, 2] > det[:, 0]) & (det[:, 3] > det[:, 1])]  # boxes wholly in the padding vanish
-    return merge_detections(det, iou_thres, merge, max_det, agnostic, metric)
+    return merge_detections(det, iou_thres, merge, max_det, agnostic, metric).cpu()
 
 
 def model_tile_predictor(model: torch.nn.Module, size: int, imgsz: int | None = None, conf_thres: float = 0.25,
