@@ -93,3 +93,36 @@ def test_the_trainer_checks_the_device_against_opencv(monkeypatch):
 
     monkeypatch.setattr(hsv_device, "hsv8_to_rgb", rounding)
     assert not hsv_device.matches_opencv("cpu")
+
+
+def test_a_training_run_with_hsv_on_the_device_learns_the_same_weights(tiny_coco, tmp_path, monkeypatch):
+    """The whole path (build_run sets the flag, workers carry the tables, the training loop calls
+    device_augment) on the CPU standing in for the device: the same weights as the loader doing HSV."""
+    import train
+    from utils.checkpoints.checkpoint import read_checkpoint
+    from utils.engine import build
+    kw = dict(data=str(tiny_coco), epochs=1, imgsz=64, batch_size=4, workers=1, project=str(tmp_path), noval=True,
+              noplots=True, cfg="yolov5n.yaml", hyp_set=["hsv_h=0.5", "hsv_s=0.9", "hsv_v=0.9"])
+    calls = []
+
+    def on_device(device, main_proc=True):
+        calls.append(device.type)
+        return True
+
+    weights = {}
+    for name in ("loader", "device"):
+        if name == "device":
+            monkeypatch.setattr(build, "hsv_on_device", on_device)
+            monkeypatch.setattr(Trainer, "device_augment", counting(Trainer.device_augment, calls))
+        res = train.run(name=name, **kw)
+        weights[name] = read_checkpoint(f"{res['save_dir']}/weights/last.pt")["raw_model"]
+    assert calls.count("cpu") == 1 and calls.count("tables") >= 2  # the flag was set, batches carried tables
+    assert all(torch.equal(weights["loader"][k], weights["device"][k]) for k in weights["loader"])
+
+
+def counting(device_augment, calls):
+    def wrapped(self, imgs, metas):
+        if batch_tables(metas) is not None:
+            calls.append("tables")
+        return device_augment(self, imgs, metas)
+    return wrapped

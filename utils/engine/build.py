@@ -80,6 +80,19 @@ def set_dfl_bin(model: Model, opt: TrainConfig | argparse.Namespace, data: dict,
     apply_bin_width(model, width, source, opt.cfg)
 
 
+def hsv_on_device(device: torch.device, main_proc: bool = True) -> bool:
+    """Whether the loader leaves the HSV gains to the device (CocoDataset.hsv_on_device): on a GPU, where
+    they cost little for a batch (~half the loader's time per sample on a core), and only where the device
+    reproduces this OpenCV's pixels (else the loader keeps doing them)."""
+    if device.type != "cuda":
+        return False
+    if hsv_on_device_ok(device):
+        return True
+    if main_proc:
+        LOG.warning("WARNING: the GPU's HSV pixels differ from this OpenCV's: the loader keeps the HSV gains")
+    return False
+
+
 def build_run(opt: TrainConfig, data: dict, device: torch.device, rank: int, world: int,
               ckpt: dict | None) -> tuple[Any, Callable[[], dict]]:
     """A resolved TrainConfig (utils/config.py) and its loaded data YAML -> (Trainer, finish)."""
@@ -106,11 +119,7 @@ def build_run(opt: TrainConfig, data: dict, device: torch.device, rank: int, wor
         data["train"], opt.imgsz, per_proc_batch, gs, hyp=hyp, augment=True, rect=False,
         cache=opt.cache, workers=opt.workers, shuffle=True, seed=opt.seed, rank=rank,
         names=data["names"], single_cls=opt.single_cls)
-    # on a GPU the HSV gains cost little for a batch there, ~half the loader's time per sample on a core;
-    # only where the device reproduces this OpenCV's pixels (else the loader keeps doing it)
-    train_set.hsv_on_device = device.type == "cuda" and hsv_on_device_ok(device)
-    if device.type == "cuda" and not train_set.hsv_on_device and main_proc:
-        LOG.warning("WARNING: the GPU's HSV pixels differ from this OpenCV's: the loader keeps the HSV gains")
+    train_set.hsv_on_device = hsv_on_device(device, main_proc)
     if main_proc and not sum(len(b) for b in train_set.boxes):
         LOG.warning(f"WARNING {data['train']['json']}: the train split has no boxes: the model can only learn "
                     f"that there is nothing to find")
