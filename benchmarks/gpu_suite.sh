@@ -27,8 +27,8 @@
 # Time: the one earlier H200 figure, 430 s for our yolov5n-dfl alone at 20 epochs (at 320, batch 16, workers 0,
 # beside 6 other jobs: benchmarks/results/gpu-h200-deeppcb-20ep.json), says one run per call; the same recipe
 # with 5 workers took 117 s. At 640 / batch 64 with 8 workers a run should take ~2-4 min: an epoch is 16 steps
-# of ~54 ms (1,188 img/s, the same file), the loaders make 150-240 img/s per CPU second each
-# (loader-speed-cpu.json), so 8 workers keep up; plus ~3 s of validation an epoch and start-up. The four runs do
+# of ~54 ms (1,188 img/s, the same file); on deeppcb (grey) our loader makes ~430-710 img/s per CPU second and
+# the peer's ~180-240 (loader-speed-per-core.json), so 8 workers keep up on either side; plus ~3 s of validation an epoch and start-up. The four runs do
 # not fit one 8-minute call at the pessimistic figure, and may not at the hopeful one. Recommended split (device time per session is 15 min, starts included):
 #   call 1 (timeout_s 540): GPU_SUITE_RUNS="dfl yolov5nu"   the equal-size pair, the issue's 0.8x goal
 #   call 2 (timeout_s 540): GPU_SUITE_RUNS="dfl-half-r4 yolo26n"   if call 1's walls leave the time, same budget;
