@@ -8,12 +8,16 @@ builds the tables as before (same random draws), skips the pixel work, and the t
 doing it after them changes nothing.
 
 The conversions follow OpenCV's 8-bit ones: RGB -> HSV in fixed point (12-bit reciprocal tables),
-HSV -> RGB in float32 from the hexcone sectors, rounded half to even.
+HSV -> RGB in float32 from the hexcone sectors, truncated (as its vectorised loop does).
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
+
+from utils.augment.finish import draw_hsv_tables, hsv_to_rgb
 
 SHIFT = 12  # OpenCV's hsv_shift: fixed-point bits of its reciprocal tables
 _SECTORS = ((1, 3, 0), (1, 0, 2), (3, 0, 1), (0, 2, 1), (0, 1, 3), (2, 1, 0))  # (b, g, r) rows of the value table
@@ -21,6 +25,7 @@ CHUNK = 8  # images converted at once
 IDENTITY = np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, 1)  # (256, 3): a sample without HSV gains
 
 
+@functools.lru_cache(maxsize=None)  # once per device, not per batch
 def _reciprocals(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     i = np.arange(256, dtype=np.float64)
     with np.errstate(divide="ignore"):
@@ -28,6 +33,11 @@ def _reciprocals(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         hdiv = np.where(i > 0, np.rint((180 << SHIFT) / (6.0 * i)), 0)
     return (torch.as_tensor(sdiv, dtype=torch.int32, device=device),
             torch.as_tensor(hdiv, dtype=torch.int32, device=device))
+
+
+@functools.lru_cache(maxsize=None)
+def _identity(device: torch.device) -> torch.Tensor:
+    return torch.as_tensor(IDENTITY, device=device).long()
 
 
 def rgb_to_hsv8(rgb: torch.Tensor) -> torch.Tensor:
@@ -76,7 +86,7 @@ def apply_hsv_tables(rgb: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
     samples are imgsz wide, a multiple of 32), and for an OpenCV build that computes as the one tested
     (matches_opencv checks the one at hand)."""
     t = tables.to(device=rgb.device, dtype=torch.long)  # (B, 256, 3)
-    todo = (t != torch.as_tensor(IDENTITY, device=rgb.device).long()).flatten(1).any(1).nonzero().flatten()
+    todo = (t != _identity(rgb.device)).flatten(1).any(1).nonzero().flatten()
     if not len(todo):
         return rgb
     out = rgb.clone()
@@ -92,8 +102,6 @@ def apply_hsv_tables(rgb: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
 def matches_opencv(device: torch.device | str) -> bool:
     """Whether apply_hsv_tables on device gives this OpenCV's hsv_to_rgb pixels for a few colour images
     with strong gains: the trainer leaves HSV to the device only then."""
-    from utils.augment.finish import draw_hsv_tables, hsv_to_rgb  # OpenCV's side (cv2 loads there)
-
     rng = np.random.default_rng(0)
     imgs = rng.integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)  # noise: every hue sector, every level
     ref = np.stack([hsv_to_rgb(im, np.random.default_rng(k), 0.5, 0.9, 0.9) for k, im in enumerate(imgs)])

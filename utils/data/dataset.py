@@ -330,8 +330,8 @@ class CocoDataset(Dataset):
             if hyp.get("flipud", 0) and rng.random() < hyp["flipud"]:
                 img, boxes = flip_ud(img, boxes)
             self._count(int((boxes[:, 0] != IGNORE_CLASS).sum()), 0, 0)
-        else:
-            img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB if img.ndim == 2 else cv2.COLOR_BGR2RGB)
+        elif img.ndim == 3:
+            img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
         if img.ndim == 2:  # a grey sample's three equal channels, made in its last step
             img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
         labels = xyxy_to_cxcywh(boxes.reshape(-1, 5))
