@@ -237,14 +237,12 @@ def aerial_cars_peers(files: dict[str, Any]) -> tuple[list[str], list[str]]:
 
 
 LARGE = "large-images-aerial-cars.json"
-LARGE_COLS = ["setup", "model (GFLOPs@640)", "seeds", "AP", "AP50", "APs", "train wall min", "val s (47 images)"]
+FAIR_640 = "fair-peer-deeppcb-640.json"  # issue 38's fair peer on a set that needs no tiles
+LARGE_COLS = ["setup", "model (GFLOPs@640)", "seeds", "AP", "AP50", "APs", "train wall min", "val s"]
 
 
-def large_images(files: dict[str, Any]) -> tuple[list[str], list[str]]:
-    """Whole-image peer, tiled peer scored with SAHI, ours: one row per setup, each the mean over its seeds."""
-    if LARGE not in files:
-        return [], []
-    d = files[LARGE]
+def setups_table(d: dict, name: str) -> tuple[list[str], list[str]]:
+    """One row per setup (whole-image peer, tiled peer scored with SAHI, ours), each the mean over its seeds."""
     rows, cmds = [], []
     for r in d["rows"]:
         seeds = r["seeds"]
@@ -255,7 +253,15 @@ def large_images(files: dict[str, Any]) -> tuple[list[str], list[str]]:
     notes = [f"- {n}" for n in d.get("findings", [])]
     return [d["what"], "", *md_table(LARGE_COLS, rows), "", *([d["val_s"], ""] if d.get("val_s") else []),
             *notes, *([""] if notes else []),
-            "```bash", *cmds, "```"], [LARGE]
+            "```bash", *cmds, "```"], [name]
+
+
+def large_images(files: dict[str, Any]) -> tuple[list[str], list[str]]:
+    return setups_table(files[LARGE], LARGE) if LARGE in files else ([], [])
+
+
+def fair_peer_640(files: dict[str, Any]) -> tuple[list[str], list[str]]:
+    return setups_table(files[FAIR_640], FAIR_640) if FAIR_640 in files else ([], [])
 
 
 def ablation_command(b: dict, name: str) -> str:
@@ -282,6 +288,7 @@ SECTIONS: list[tuple[str, Callable[[dict[str, Any]], tuple[list[str], list[str]]
     ("deeppcb: against the Ultralytics peers at equal compute", deeppcb_peers),
     ("aerial-cars: against the Ultralytics peers at equal compute", aerial_cars_peers),
     ("Large images: whole-image peer, tiled peer with SAHI, ours", large_images),
+    ("deeppcb at 640: the fair peer needs no tiles", fair_peer_640),
     ("Ablations", ablations),
 ]
 

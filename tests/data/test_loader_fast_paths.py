@@ -183,6 +183,18 @@ def test_ram_and_disk_cache_give_the_same_batches_as_none(tmp_path):
     assert sorted(p.name for p in (tmp_path / "data").rglob("*")) == before  # nothing written beside the data
 
 
+def test_disk_cache_refuses_a_folder_inside_the_images(tmp_path, monkeypatch):
+    """$SMALLDET_CACHE pointed into the image folder: a clear error naming both, and nothing written there."""
+    from utils.data.coco import DatasetError
+    js = write_big_images(tmp_path / "data", n=2)
+    before = sorted(p.name for p in (tmp_path / "data").rglob("*"))
+    monkeypatch.setenv("SMALLDET_CACHE", str(tmp_path / "data" / "img" / "sub"))
+    with pytest.raises(DatasetError, match=r"lies inside the image folder .*img.*SMALLDET_CACHE"):
+        CocoDataset(str(js), str(tmp_path / "data" / "img"), imgsz=64, verbose=False, cache="disk")
+    assert sorted(p.name for p in (tmp_path / "data").rglob("*")) == before
+    CocoDataset(str(js), str(tmp_path / "data" / "img"), imgsz=64, verbose=False, cache="ram")  # RAM writes nothing
+
+
 def test_disk_cache_is_reused_and_follows_changed_files(tmp_path):
     js = write_big_images(tmp_path / "data", n=2)
     kw = dict(imgsz=64, augment=True, hyp=HYP, seed=0, verbose=False, cache="disk", cache_dir=str(tmp_path / "c"))

@@ -22,7 +22,7 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 from tqdm import tqdm
@@ -44,10 +44,26 @@ def cache_mode(cache: bool | str | None) -> str:
     return str(cache)
 
 
+ENV_CACHE = "SMALLDET_CACHE"
+
+
 def cache_root() -> Path:
-    if os.environ.get("SMALLDET_CACHE"):
-        return Path(os.environ["SMALLDET_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "smalldet"
+    """smalldet's one cache folder (disk image copies, converted label sets): $SMALLDET_CACHE, else
+    $XDG_CACHE_HOME/smalldet, else ~/.cache/smalldet."""
+    if os.environ.get(ENV_CACHE):
+        return Path(os.environ[ENV_CACHE]).expanduser().resolve()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache").resolve() / "smalldet"
+
+
+def inside(folder: Path, data_dirs: Iterable[Path]) -> Path | None:
+    """The first of data_dirs that holds folder (or is it), else None: smalldet never writes into a user's data."""
+    folder = folder.resolve()
+    for d in data_dirs:
+        d = Path(d).resolve()
+        if folder == d or d in folder.parents:
+            return d
+    return None
 
 
 def _free_ram() -> int:

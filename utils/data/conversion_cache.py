@@ -11,24 +11,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Callable, Iterable
 
+from utils.data.cache import ENV_CACHE, cache_root, inside
 from utils.data.coco import DatasetError
 from utils.data.convert.common import write_json
 
 LOG = logging.getLogger("smalldet")
-ENV_CACHE = "SMALLDET_CACHE"
 MAX_LOGGED = 20  # notes logged per split; all are kept in the json and counted
-
-
-def cache_dir() -> Path:
-    """$SMALLDET_CACHE, else $XDG_CACHE_HOME/smalldet, else ~/.cache/smalldet."""
-    if os.environ.get(ENV_CACHE):
-        return Path(os.environ[ENV_CACHE]).expanduser().resolve()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache").resolve() / "smalldet"
 
 
 def file_stamp(path: Path) -> str:
@@ -57,11 +48,11 @@ def cached_split(kind: str, yaml_file: Path, split: str, key: str, data_dirs: It
     """(path of the cached COCO json, notes) for one split; convert() -> (COCO doc, notes) runs on a miss.
     Notes (what the conversion skipped or changed, by file and line) are stored with the json and
     logged on every load, so a cache hit reports them again."""
-    cache = cache_dir()
-    for d in data_dirs:
-        if cache == d or d in cache.parents:
-            raise DatasetError(f"{yaml_file}: the conversion cache {cache} lies inside the data folder {d}; "
-                               f"set {ENV_CACHE} to a folder outside it (smalldet never writes into your data)")
+    cache = cache_root()
+    d = inside(cache, data_dirs)
+    if d is not None:
+        raise DatasetError(f"{yaml_file}: the conversion cache {cache} lies inside the data folder {d}; "
+                           f"set {ENV_CACHE} to a folder outside it (smalldet never writes into your data)")
     stem = f"{yaml_file.stem}-{hashlib.sha1(str(yaml_file).encode()).hexdigest()[:8]}-{split}"
     out = cache / kind / f"{stem}-{key[:20]}.json"
     notes: list[str] | None = None
