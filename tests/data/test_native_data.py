@@ -12,7 +12,7 @@ import yaml
 from tests.data.test_convert_aerial import (DOTA_EXAMPLE, tinyperson_doc, write_dota, write_tinyperson, write_visdrone,
                                             write_xview, xview_feature)
 from tests.data.test_yolo_data import snapshot
-from utils.data import conversion_cache
+from utils.data.cache import ENV_CACHE
 from utils.data.coco import DatasetError, load_coco
 from utils.data.config import load_data_config
 
@@ -20,7 +20,7 @@ from utils.data.config import load_data_config
 @pytest.fixture
 def cache(tmp_path, monkeypatch) -> Path:
     d = tmp_path / "cache"
-    monkeypatch.setenv(conversion_cache.ENV_CACHE, str(d))
+    monkeypatch.setenv(ENV_CACHE, str(d))
     return d
 
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import yaml
 
-from utils.data import conversion_cache, yolo_data
+from utils.data import yolo_data
+from utils.data.cache import ENV_CACHE
 from utils.data.coco import DatasetError, load_coco
 from utils.data.config import load_data_config
 from utils.data.dataset import main as dataset_main
@@ -50,7 +51,7 @@ def snapshot(root: Path) -> dict[str, tuple[int, int]]:
 @pytest.fixture
 def cache(tmp_path, monkeypatch) -> Path:
     d = tmp_path / "cache"
-    monkeypatch.setenv(conversion_cache.ENV_CACHE, str(d))
+    monkeypatch.setenv(ENV_CACHE, str(d))
     return d
 
 
@@ -147,7 +148,7 @@ def test_nothing_written_into_the_data_folder(tmp_path, cache):
 
 def test_cache_inside_the_data_folder_is_refused(tmp_path, monkeypatch):
     data = write_set(tmp_path / "data")
-    monkeypatch.setenv(conversion_cache.ENV_CACHE, str(data / "cache"))
+    monkeypatch.setenv(ENV_CACHE, str(data / "cache"))
     with pytest.raises(DatasetError, match="lies inside the data folder"):
         load_data_config(write_yaml(data, train="images/train", val="images/val", names=["a", "b"]))
     assert not (data / "cache").exists()

@@ -27,6 +27,8 @@ from typing import Callable, Iterable
 import numpy as np
 from tqdm import tqdm
 
+from utils.data.coco import DatasetError
+
 LOG = logging.getLogger("smalldet")
 CACHE_MODES = ("ram", "disk", "auto")
 AUTO_RAM_SHARE = 0.25  # --cache auto caches in RAM when the copies take at most this share of the available memory
@@ -56,14 +58,15 @@ def cache_root() -> Path:
     return (Path(xdg).expanduser() if xdg else Path.home() / ".cache").resolve() / "smalldet"
 
 
-def inside(folder: Path, data_dirs: Iterable[Path]) -> Path | None:
-    """The first of data_dirs that holds folder (or is it), else None: smalldet never writes into a user's data."""
-    folder = folder.resolve()
+def refuse_inside(folder: Path, data_dirs: Iterable[Path], what: str, kind: str = "data folder") -> None:
+    """DatasetError when folder (a cache of what: its description) is one of data_dirs or lies in one:
+    smalldet never writes into a user's data."""
+    resolved = folder.resolve()
     for d in data_dirs:
         d = Path(d).resolve()
-        if folder == d or d in folder.parents:
-            return d
-    return None
+        if resolved == d or d in resolved.parents:
+            raise DatasetError(f"{what} {folder} lies inside the {kind} {d}; set {ENV_CACHE} to a folder outside "
+                               f"it (smalldet never writes into your data)")
 
 
 def _free_ram() -> int:

@@ -14,8 +14,7 @@ import logging
 from pathlib import Path
 from typing import Callable, Iterable
 
-from utils.data.cache import ENV_CACHE, cache_root, inside
-from utils.data.coco import DatasetError
+from utils.data.cache import cache_root, refuse_inside
 from utils.data.convert.common import write_json
 
 LOG = logging.getLogger("smalldet")
@@ -49,10 +48,7 @@ def cached_split(kind: str, yaml_file: Path, split: str, key: str, data_dirs: It
     Notes (what the conversion skipped or changed, by file and line) are stored with the json and
     logged on every load, so a cache hit reports them again."""
     cache = cache_root()
-    d = inside(cache, data_dirs)
-    if d is not None:
-        raise DatasetError(f"{yaml_file}: the conversion cache {cache} lies inside the data folder {d}; "
-                           f"set {ENV_CACHE} to a folder outside it (smalldet never writes into your data)")
+    refuse_inside(cache, data_dirs, f"{yaml_file}: the conversion cache")
     stem = f"{yaml_file.stem}-{hashlib.sha1(str(yaml_file).encode()).hexdigest()[:8]}-{split}"
     out = cache / kind / f"{stem}-{key[:20]}.json"
     notes: list[str] | None = None

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, get_worker
 from utils.augment.finish import draw_hsv_tables, hsv_to_rgb, stack_chw
 from utils.augment.mosaic_affine import mosaic4_affine
 from utils.augment.transforms import PAD_VALUE, flip_lr, flip_ud, letterbox, mixup, random_affine, xyxy_to_cxcywh
-from utils.data.cache import ENV_CACHE, ImageCache, cache_mode, cache_root, file_identity, inside
+from utils.data.cache import ImageCache, cache_mode, cache_root, file_identity, refuse_inside
 from utils.data.malloc import keep_freed_memory
 from utils.data.coco import DatasetError, load_coco
 from utils.augment.copy_paste import copy_paste_small
@@ -202,9 +202,8 @@ class CocoDataset(Dataset):
                 px = int(np.prod(self.shapes[i])) if native else int(np.prod(self._resized_hw(i)))
                 nbytes += px * (1 if self._gray(i) else 3)
         where = Path(folder) if folder else cache_root() / "images"
-        if mode == "disk" and (d := inside(where, [Path(self.img_dir)])) is not None:
-            raise DatasetError(f"--cache disk: the cache folder {where} lies inside the image folder {d}; set "
-                               f"{ENV_CACHE} to a folder outside it (smalldet never writes into your data)")
+        if mode == "disk":
+            refuse_inside(where, [Path(self.img_dir)], "--cache disk: the cache folder", "image folder")
         cache = ImageCache(mode, where)
         cache.fill(items, lambda i, v: self._decode(i, v.startswith("native")), nbytes, str(self.json_path))
         self.cache = cache
