@@ -237,7 +237,7 @@ def aerial_cars_peers(files: dict[str, Any]) -> tuple[list[str], list[str]]:
 
 
 LARGE = "large-images-aerial-cars.json"
-FAIR_640 = "fair-peer-deeppcb-640.json"  # issue 38's fair peer on a set that needs no tiles
+FAIR_640 = "fair-peer-deeppcb-640.json"  # the same comparison on a set that needs no tiles
 LARGE_COLS = ["setup", "model (GFLOPs@640)", "seeds", "AP", "AP50", "APs", "train wall min", "val s"]
 
 
@@ -256,12 +256,9 @@ def setups_table(d: dict, name: str) -> tuple[list[str], list[str]]:
             "```bash", *cmds, "```"], [name]
 
 
-def large_images(files: dict[str, Any]) -> tuple[list[str], list[str]]:
-    return setups_table(files[LARGE], LARGE) if LARGE in files else ([], [])
-
-
-def fair_peer_640(files: dict[str, Any]) -> tuple[list[str], list[str]]:
-    return setups_table(files[FAIR_640], FAIR_640) if FAIR_640 in files else ([], [])
+def setups_section(name: str) -> Callable[[dict[str, Any]], tuple[list[str], list[str]]]:
+    """The section renderer of one setups file (nothing when the file is absent)."""
+    return lambda files: setups_table(files[name], name) if name in files else ([], [])
 
 
 def ablation_command(b: dict, name: str) -> str:
@@ -287,8 +284,8 @@ SECTIONS: list[tuple[str, Callable[[dict[str, Any]], tuple[list[str], list[str]]
     ("One model per peer on both data sets", headline),
     ("deeppcb: against the Ultralytics peers at equal compute", deeppcb_peers),
     ("aerial-cars: against the Ultralytics peers at equal compute", aerial_cars_peers),
-    ("Large images: whole-image peer, tiled peer with SAHI, ours", large_images),
-    ("deeppcb at 640: the fair peer needs no tiles", fair_peer_640),
+    ("Large images: whole-image peer, tiled peer with SAHI, ours", setups_section(LARGE)),
+    ("deeppcb at 640: the fair peer needs no tiles", setups_section(FAIR_640)),
     ("Ablations", ablations),
 ]
 
